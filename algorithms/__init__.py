@@ -1,0 +1,1 @@
+"""Training algorithms: the shared runtime plus one folder per task."""

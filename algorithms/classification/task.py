@@ -1,0 +1,152 @@
+"""The classification task: what the shared runtime needs to train, evaluate and export a classifier."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from algorithms.classification.model import MODEL_TYPES, ImageClassifier
+from algorithms.runtime.config import JobConfig
+from algorithms.runtime.errors import UserInputError
+from algorithms.runtime.task import Task
+from data import classification_input, tfrecord_files
+from export.signatures import ClassificationServing
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationParams:
+    model_type: str
+    image_size: int
+    label_smoothing: float
+    weight_decay: float
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    metric_name = "top_1_accuracy"
+
+    def __init__(self, config: JobConfig):
+        super().__init__(config)
+        self.params: ClassificationParams = config.task_params
+        self.train_counters = classification_input.RecordCounters("train")
+        self.eval_counters = classification_input.RecordCounters("eval")
+        self.train_files: list[str] = []
+        self.eval_files: list[str] = []
+
+    # --- checks before anything is written -------------------------------------------------------------
+    def preflight(self) -> None:
+        c, p = self.config, self.params
+        if p.model_type not in MODEL_TYPES:
+            raise UserInputError(f"--model_type={p.model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}")
+        if not 0.0 <= p.label_smoothing < 1.0:
+            raise UserInputError(f"--label_smoothing={p.label_smoothing} must be in [0, 1)")
+        if p.weight_decay < 0:
+            raise UserInputError(f"--weight_decay={p.weight_decay} must be >= 0")
+        if p.image_size < 16:
+            raise UserInputError(f"--image_size={p.image_size} is too small; use at least 16 pixels")
+        self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
+        self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
+        for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
+            self._check_first_record(files, flag)
+        if c.num_eval_images:
+            available = tfrecord_files.count_records(self.eval_files, c.num_eval_images)
+            if available < c.num_eval_images:
+                raise UserInputError(
+                    f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
+                    f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
+        logging.info("data: %d training file(s), %d validation file(s)", len(self.train_files), len(self.eval_files))
+
+    def _check_first_record(self, files: list[str], flag: str) -> None:
+        path, example = tfrecord_files.first_example(files, flag)
+        keys = tfrecord_files.example_feature_keys(example)
+        if "image/object/class/label" in keys and classification_input.LABEL_KEY not in keys:
+            raise UserInputError(f"record 0 of {path} is a detection record (image/object/...); the classification "
+                                 "trainer needs image/class/label. Use --task=detection for object detection data")
+        for key in (classification_input.IMAGE_KEY, classification_input.LABEL_KEY):
+            if key not in keys:
+                raise UserInputError(f"record 0 of {path} has no '{key}' (it has: {', '.join(sorted(keys)) or 'nothing'}); "
+                                     f"classification records need '{classification_input.IMAGE_KEY}' (encoded image) "
+                                     f"and '{classification_input.LABEL_KEY}' (1-based int label)")
+        labels = tfrecord_files.int64_values(example, classification_input.LABEL_KEY)
+        if len(labels) != 1 or not 1 <= labels[0] <= self.config.num_classes:
+            raise UserInputError(f"record 0 of {path} has {classification_input.LABEL_KEY}={labels}, outside "
+                                 f"1..{self.config.num_classes}: labels are 1-based (labels-file line + 1); "
+                                 "fix the data or --num_classes")
+
+    # --- model -------------------------------------------------------------------------------------------
+    def build_model(self) -> keras.Model:
+        return ImageClassifier(self.params.model_type, self.params.image_size, self.config.num_classes,
+                               name="image_classifier")
+
+    def warm_start(self, model: ImageClassifier, checkpoint_prefix: str) -> None:
+        try:
+            status = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone)).read(checkpoint_prefix)
+            status.expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
+                                 f"--model_type={self.params.model_type} at --image_size={self.params.image_size} "
+                                 f"({str(error).splitlines()[0][:200]})") from None
+        shapes = tf.train.load_checkpoint(checkpoint_prefix).get_variable_to_shape_map()
+        head_shape = shapes.get("model/head/_kernel/.ATTRIBUTES/VARIABLE_VALUE")
+        if head_shape == list(model.head.kernel.shape):
+            tf.train.Checkpoint(model=tf.train.Checkpoint(head=model.head)).read(checkpoint_prefix).expect_partial()
+            logging.info("warm start: backbone and head restored from %s", checkpoint_prefix)
+        else:
+            logging.info("warm start: backbone restored from %s; the head (%s there) is re-initialised for "
+                         "%d classes", checkpoint_prefix, head_shape, self.config.num_classes)
+
+    # --- data --------------------------------------------------------------------------------------------
+    def train_dataset(self, input_context):
+        return classification_input.build_dataset(
+            self.train_files, training=True, image_size=self.params.image_size,
+            batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
+            num_classes=self.config.num_classes, counters=self.train_counters, seed=self.config.seed,
+            input_context=input_context)
+
+    def eval_dataset(self, input_context):
+        self.eval_counters.reset()  # built once per evaluation pass: each pass counts from zero
+        return classification_input.build_dataset(
+            self.eval_files, training=False, image_size=self.params.image_size,
+            batch_size=self.config.eval_batch_size, num_classes=self.config.num_classes,
+            counters=self.eval_counters, num_records=self.config.num_eval_images)
+
+    def skipped_record_counts(self) -> dict:
+        return {"train": self.train_counters.read(), "eval": self.eval_counters.read()}
+
+    # --- loss and metrics --------------------------------------------------------------------------------
+    def compute_loss(self, model, batch):
+        images, labels = batch
+        logits = tf.cast(model(images, training=True), tf.float32)
+        targets = tf.one_hot(labels, self.config.num_classes)
+        per_example = keras.losses.categorical_crossentropy(
+            targets, logits, from_logits=True, label_smoothing=self.params.label_smoothing)
+        # L2 on weights, not on biases or BatchNorm scales/offsets (as the upstream trainers do).
+        kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
+        regularization = self.params.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+        return per_example, regularization
+
+    def eval_step(self, model, batch):
+        images, labels = batch
+        logits = tf.cast(model(images, training=False), tf.float32)
+        top_k = min(5, self.config.num_classes)
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return {
+            "correct_top_1": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
+            "correct_top_5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)),
+            "loss_sum": tf.reduce_sum(cross_entropy),
+            "count": tf.cast(tf.size(labels), tf.float32),
+        }
+
+    def eval_metrics(self, sums: dict) -> dict:
+        count = float(sums["count"])
+        if count == 0:
+            raise UserInputError(f"no validation image could be decoded from --validation_data_path="
+                                 f"{self.config.validation_data_path}")
+        return {"top_1_accuracy": float(sums["correct_top_1"]) / count,
+                "top_5_accuracy": float(sums["correct_top_5"]) / count,
+                "eval_loss": float(sums["loss_sum"]) / count, "eval_images": int(count)}
+
+    # --- export ------------------------------------------------------------------------------------------
+    def serving_module(self, model) -> tf.Module:
+        return ClassificationServing(model, self.params.image_size)

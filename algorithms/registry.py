@@ -1,0 +1,101 @@
+"""Flags -> config -> which algorithm: parsing of the whole command line and the routing of decision 6."""
+
+import dataclasses
+
+from absl import flags, logging
+
+from algorithms.classification import flags as classification_flags
+from algorithms.runtime import flags as shared_flags
+from algorithms.runtime.config import JobConfig
+from algorithms.runtime.errors import UserInputError
+
+# Flags only the object-detection algorithm has (fact sheet §4); any of them routes a job to detection.
+DETECTION_ONLY_FLAGS = frozenset({
+    "resnet_depth", "fpn_type", "fpn_min_level", "fpn_max_level", "anchor_size", "bbox_aspect_ratios",
+    "max_num_bboxes_in_training", "max_num_bboxes_in_prediction", "nms_iou_threshold", "nms_score_threshold",
+    "focal_loss_alpha", "focal_loss_gamma", "detection_loss_weight", "aug_rand_hflip", "aug_scale_min",
+    "aug_scale_max", "auto_augmentation"})
+DETECTION_LABEL_KEY = "image/object/class/label"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    define_flags: callable
+    read_params: callable
+    make_task: callable
+
+
+def _make_classification_task(config):
+    from algorithms.classification.task import ClassificationTask
+
+    return ClassificationTask(config)
+
+
+TASK_SPECS = {
+    "classification": TaskSpec(classification_flags.define_flags, classification_flags.read_params,
+                               _make_classification_task),
+}
+
+
+def new_flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    shared_flags.define_shared_flags(fv)
+    for spec in TASK_SPECS.values():
+        spec.define_flags(fv)
+    return fv
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """`--job-dir` (gcloud's spelling) is the same flag as `--job_dir`."""
+    return ["--job_dir" + arg[len("--job-dir"):] if arg.startswith("--job-dir") else arg for arg in argv]
+
+
+def _flag_names(args: list[str]) -> set[str]:
+    return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
+
+
+def choose_task(explicit: str | None, given_flags: set[str], training_data_path: str | None) -> tuple[str, str]:
+    """(task, why): --task, else detection-only flags, else the first training record's keys."""
+    if explicit:
+        return explicit, "--task"
+    detection_flags = sorted(given_flags & DETECTION_ONLY_FLAGS)
+    if detection_flags:
+        return "detection", f"detection-only flag --{detection_flags[0]}"
+    if training_data_path:
+        from data import tfrecord_files
+
+        files = tfrecord_files.resolve_files(training_data_path, "training_data_path")
+        path, example = tfrecord_files.first_example(files, "training_data_path")
+        if DETECTION_LABEL_KEY in tfrecord_files.example_feature_keys(example):
+            return "detection", f"{DETECTION_LABEL_KEY} in the first record of {path}"
+        return "classification", f"image/class/label in the first record of {path}"
+    return "classification", "default"
+
+
+def parse_job_config(argv: list[str]) -> JobConfig:
+    """argv (without the program name) -> JobConfig; raises UserInputError for any bad value."""
+    argv = normalize_argv(list(argv))
+    fv = new_flag_values()
+    try:
+        leftover = fv(["entrypoint.py", *argv], known_only=True)[1:]
+    except flags.Error as error:
+        raise UserInputError(str(error)) from None
+    if leftover:
+        logging.warning("ignoring arguments this trainer does not know: %s", " ".join(leftover))
+    task, why = choose_task(fv.task, _flag_names(argv), fv.training_data_path)
+    logging.info("task: %s (chosen by %s)", task, why)
+    if task not in TASK_SPECS:
+        raise UserInputError(f"the {task} algorithm was chosen ({why}) but this build only trains: "
+                             f"{', '.join(TASK_SPECS)}")
+    spec = TASK_SPECS[task]
+    return shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover)
+
+
+def run_job(config: JobConfig):
+    from algorithms.runtime.trainer import train
+
+    return train(TASK_SPECS[config.task].make_task(config), config)
+
+
+def help_text() -> str:
+    return new_flag_values().get_help(include_special_flags=False)

@@ -1,0 +1,1 @@
+"""What every algorithm shares: job layout, flags, schedules, optimizers, the loop, export."""

@@ -1,0 +1,48 @@
+"""The typed configuration every part of the runtime receives (no FLAGS lookups below entrypoint)."""
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Warm-up followed by one decay shape; all steps are global training steps."""
+
+    decay_type: str  # cosine | exponential | stepwise | constant
+    initial_learning_rate: float
+    warmup_learning_rate: float
+    warmup_steps: int
+    decay_steps: int  # cosine: length of the decay; exponential: steps per decay_rate factor
+    exponential_decay_rate: float
+    stepwise_boundaries: tuple = ()
+    stepwise_levels: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    optimizer_type: str  # momentum | adam | rmsprop | adadelta | adagrad
+    keras_arguments: dict  # already mapped from the TF1 names users pass in optimizer_arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """One training job: data, output, schedule and the task's own parameters."""
+
+    task: str
+    training_data_path: str
+    validation_data_path: str
+    job_dir: str | None
+    num_classes: int
+    max_steps: int
+    train_batch_size: int
+    eval_batch_size: int
+    num_eval_images: int
+    train_steps_per_eval: int
+    log_every_steps: int
+    pretrained_checkpoint_path: str | None
+    max_bad_image_fraction: float
+    seed: int
+    schedule: ScheduleConfig
+    optimizer: OptimizerConfig
+    task_params: Any
+    ignored_arguments: tuple = ()

@@ -1,0 +1,101 @@
+"""Flags every algorithm accepts (the built-ins' shared arguments), and their reading into JobConfig."""
+
+from absl import flags
+
+from algorithms.runtime.config import JobConfig, ScheduleConfig
+from algorithms.runtime.errors import UserInputError
+from algorithms.runtime.optimizers import OPTIMIZER_TYPES, parse_optimizer_config
+from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
+
+TASKS = ("classification", "detection")
+# Upstream rule for the default peak learning rate: base rate per 256 images, scaled by the batch size.
+DEFAULT_BASE_LEARNING_RATE_PER_256 = {"momentum": 0.1, "rmsprop": 0.016, "adam": 0.0, "adadelta": 0.0, "adagrad": 0.0}
+DEFAULT_FIXED_LEARNING_RATE = {"adam": 0.001, "adadelta": 1.0, "adagrad": 0.01}
+
+
+def define_shared_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("task", None, TASKS, "Which algorithm to train; default: decided from the flags and the data.", flag_values=fv)
+    flags.DEFINE_string("training_data_path", None, "TFRecord file or glob of the training data (local or gs://). Required.", flag_values=fv)
+    flags.DEFINE_string("validation_data_path", None, "TFRecord file or glob of the validation data (local or gs://). Required.", flag_values=fv)
+    flags.DEFINE_string("job_dir", None, "Output root: model/, checkpoints/ (also --job-dir; Vertex AI: AIP_MODEL_DIR).", flag_values=fv)
+    flags.DEFINE_integer("num_classes", None, "Number of classes; labels in the data are 1..num_classes. Required.", flag_values=fv)
+    flags.DEFINE_integer("max_steps", None, "Total training steps. Required.", flag_values=fv)
+    flags.DEFINE_integer("train_batch_size", 32, "Images per training step (global, across all replicas).", flag_values=fv)
+    flags.DEFINE_integer("eval_batch_size", None, "Images per evaluation batch; default: train_batch_size.", flag_values=fv)
+    flags.DEFINE_integer("num_eval_images", 0, "Validation images per evaluation; 0 = all of them.", flag_values=fv)
+    flags.DEFINE_integer("train_steps_per_eval", 1000, "Training steps between evaluations (and checkpoints).", flag_values=fv)
+    flags.DEFINE_integer("log_every_steps", 100, "Training steps between progress lines.", flag_values=fv)
+    flags.DEFINE_string("learning_rate_decay_type", "cosine", f"Decay after warm-up: {', '.join(DECAY_TYPES)}.", flag_values=fv)
+    flags.DEFINE_float("initial_learning_rate", None, "Peak learning rate after warm-up; default: 0.1*batch/256 (momentum), 0.016*batch/256 (rmsprop), 0.001 (adam).", flag_values=fv)
+    flags.DEFINE_float("warmup_learning_rate", 0.0, "Learning rate at step 0, rising linearly to initial_learning_rate.", flag_values=fv)
+    flags.DEFINE_integer("warmup_steps", None, "Warm-up length in steps; default: 5% of max_steps.", flag_values=fv)
+    flags.DEFINE_integer("decay_steps", None, "Cosine: steps of decay (default max_steps - warmup_steps); exponential: steps per 0.97 factor (default 1% of that).", flag_values=fv)
+    flags.DEFINE_string("stepwise_learning_rate_steps", "", "Comma list of global steps where the stepwise rate changes, e.g. 60000,80000.", flag_values=fv)
+    flags.DEFINE_string("stepwise_learning_rate_levels", "", "Comma list of the learning rates from each of those steps on.", flag_values=fv)
+    flags.DEFINE_string("optimizer_type", "momentum", f"Optimizer: {', '.join(OPTIMIZER_TYPES)}.", flag_values=fv)
+    flags.DEFINE_string("optimizer_arguments", "", "Comma list of name=value with TF1 names, e.g. momentum=0.9 or beta1=0.9,beta2=0.999.", flag_values=fv)
+    flags.DEFINE_string("image_size", None, "Input size: N for classification (default: the model's native size).", flag_values=fv)
+    flags.DEFINE_string("pretrained_checkpoint_path", None, "Checkpoint (prefix, dir, job dir or exported model; local or gs://) to warm-start from.", flag_values=fv)
+    flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable images are skipped; fail when more than this fraction is.", flag_values=fv)
+    flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation; default: random.", flag_values=fv)
+
+
+def parse_number_list(text: str, flag: str, kind=float) -> tuple:
+    items = [part.strip() for part in (text or "").split(",") if part.strip()]
+    try:
+        return tuple(kind(item) for item in items)
+    except ValueError:
+        raise UserInputError(f"--{flag}={text!r} must be a comma list of {'integers' if kind is int else 'numbers'}") from None
+
+
+def _require(fv: flags.FlagValues, name: str, example: str):
+    value = fv[name].value
+    if value is None or value == "":
+        raise UserInputError(f"--{name} is required, e.g. --{name}={example}")
+    return value
+
+
+def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_arguments=()) -> JobConfig:
+    """Validates the shared flags and builds the JobConfig."""
+    num_classes = _require(fv, "num_classes", "5")
+    max_steps = _require(fv, "max_steps", "10000")
+    if num_classes < 2:
+        raise UserInputError(f"--num_classes={num_classes} must be at least 2")
+    if max_steps < 1:
+        raise UserInputError(f"--max_steps={max_steps} must be at least 1")
+    for name in ("train_batch_size", "train_steps_per_eval", "log_every_steps"):
+        if fv[name].value < 1:
+            raise UserInputError(f"--{name}={fv[name].value} must be at least 1")
+    if fv.eval_batch_size is not None and fv.eval_batch_size < 1:
+        raise UserInputError(f"--eval_batch_size={fv.eval_batch_size} must be at least 1")
+    if fv.num_eval_images < 0:
+        raise UserInputError(f"--num_eval_images={fv.num_eval_images} must be >= 0 (0 = all validation images)")
+    if not 0.0 <= fv.max_bad_image_fraction <= 1.0:
+        raise UserInputError(f"--max_bad_image_fraction={fv.max_bad_image_fraction} must be in [0, 1]")
+
+    optimizer = parse_optimizer_config(fv.optimizer_type, fv.optimizer_arguments)
+    batch = fv.train_batch_size
+    learning_rate = fv.initial_learning_rate
+    if learning_rate is None:
+        per_256 = DEFAULT_BASE_LEARNING_RATE_PER_256[optimizer.optimizer_type]
+        learning_rate = per_256 * batch / 256 if per_256 else DEFAULT_FIXED_LEARNING_RATE[optimizer.optimizer_type]
+    warmup_steps = fv.warmup_steps if fv.warmup_steps is not None else max_steps // 20
+    decay_type = (fv.learning_rate_decay_type or "").strip().lower()
+    decay_span = max(1, max_steps - warmup_steps)
+    decay_steps = fv.decay_steps if fv.decay_steps is not None else (
+        decay_span if decay_type != "exponential" else max(1, decay_span // 100))
+    schedule = ScheduleConfig(
+        decay_type=decay_type, initial_learning_rate=learning_rate, warmup_learning_rate=fv.warmup_learning_rate,
+        warmup_steps=warmup_steps, decay_steps=decay_steps, exponential_decay_rate=0.97,
+        stepwise_boundaries=parse_number_list(fv.stepwise_learning_rate_steps, "stepwise_learning_rate_steps", int),
+        stepwise_levels=parse_number_list(fv.stepwise_learning_rate_levels, "stepwise_learning_rate_levels", float))
+    validate_schedule(schedule, max_steps)
+
+    return JobConfig(
+        task=task, training_data_path=fv.training_data_path, validation_data_path=fv.validation_data_path,
+        job_dir=fv.job_dir, num_classes=num_classes, max_steps=max_steps, train_batch_size=batch,
+        eval_batch_size=fv.eval_batch_size or batch, num_eval_images=fv.num_eval_images,
+        train_steps_per_eval=fv.train_steps_per_eval, log_every_steps=fv.log_every_steps,
+        pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
+        max_bad_image_fraction=fv.max_bad_image_fraction, seed=fv.seed, schedule=schedule, optimizer=optimizer,
+        task_params=task_params, ignored_arguments=tuple(ignored_arguments))

@@ -1,0 +1,63 @@
+"""The contract between the shared runtime and one algorithm (classification, detection, ...).
+
+A task builds its model, datasets, loss, evaluation and serving module; it never writes files or reports
+metrics: the runtime does that, once, for every task.
+"""
+
+import abc
+
+import keras
+import tensorflow as tf
+
+from algorithms.runtime.config import JobConfig
+
+
+class Task(abc.ABC):
+    name: str
+    metric_name: str  # reported to hypertune and used to pick the best model (higher is better)
+
+    def __init__(self, config: JobConfig):
+        self.config = config
+
+    @abc.abstractmethod
+    def preflight(self) -> None:
+        """Checks flags and data before anything is written; raises UserInputError."""
+
+    @abc.abstractmethod
+    def build_model(self) -> keras.Model:
+        """A new model with built variables."""
+
+    @abc.abstractmethod
+    def warm_start(self, model: keras.Model, checkpoint_prefix: str) -> None:
+        """Loads pretrained weights from a checkpoint prefix into a freshly built model."""
+
+    @abc.abstractmethod
+    def train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """Endless per-replica batches for training."""
+
+    @abc.abstractmethod
+    def eval_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """One pass over the evaluation images, per-replica batches."""
+
+    @abc.abstractmethod
+    def compute_loss(self, model: keras.Model, batch) -> tuple[tf.Tensor, tf.Tensor]:
+        """(per-example loss [b], regularisation scalar) for one training batch."""
+
+    @abc.abstractmethod
+    def eval_step(self, model: keras.Model, batch) -> dict:
+        """Sums over one evaluation batch, e.g. {"correct_top_1": ..., "count": ...} (summed across replicas)."""
+
+    @abc.abstractmethod
+    def eval_metrics(self, sums: dict) -> dict:
+        """Final metrics (floats) from the summed eval_step outputs; must contain metric_name."""
+
+    @abc.abstractmethod
+    def serving_module(self, model: keras.Model) -> tf.Module:
+        """A tf.Module whose `serving_signatures()` maps signature names to concrete serving functions."""
+
+    @abc.abstractmethod
+    def skipped_record_counts(self) -> dict:
+        """{"train": (attempted, skipped), "eval": (attempted, skipped)} undecodable-image counters."""
+
+    def deployment_labels(self) -> dict:
+        return {}

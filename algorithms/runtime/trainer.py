@@ -1,0 +1,245 @@
+"""The one training loop every task runs: train continuously, evaluate every N steps, report the metric,
+export the best model atomically, checkpoint, and resume from the job dir after a restart.
+
+A custom loop rather than Keras `fit`: `fit` breaks under MultiWorkerMirroredStrategy in Keras 3.15.
+"""
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+
+import tensorflow as tf
+from absl import logging
+
+from algorithms.runtime import hypertune_reporter
+from algorithms.runtime.checkpoints import resolve_checkpoint_prefix
+from algorithms.runtime.config import JobConfig
+from algorithms.runtime.errors import DataError, UserInputError, data_error_from_tf_message
+from algorithms.runtime.job_layout import JobLayout, is_chief
+from algorithms.runtime.optimizers import build_optimizer
+from algorithms.runtime.schedules import WarmupDecaySchedule
+from algorithms.runtime.strategy import choose_strategy
+from algorithms.runtime.task import Task
+from export.atomic import export_saved_model, recover_interrupted_swap
+
+MAX_CHECKPOINTS_KEPT = 3
+# Undecodable images are only judged once this many training records have been read.
+MIN_RECORDS_FOR_SKIP_CHECK = 200
+
+
+@dataclasses.dataclass
+class RunSummary:
+    metric_name: str
+    final_step: int
+    best_metric: float
+    best_step: int
+    last_metrics: dict
+    model_dir: str
+    checkpoint_dir: str
+    first_loss: float | None
+    losses: list  # (step, mean loss over the logged interval)
+
+
+@contextlib.contextmanager
+def data_errors_as_user_errors():
+    """Our own in-pipeline assertions (DataError: ...) leave as DataError, not as a TensorFlow trace."""
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
+        data_error = data_error_from_tf_message(error.message)
+        if data_error is not None:
+            raise data_error from None
+        raise
+
+
+class Trainer:
+    def __init__(self, task: Task, config: JobConfig):
+        self.task, self.config = task, config
+        self.layout = JobLayout.create(config.job_dir)
+        self.chief = is_chief()
+        self.strategy = choose_strategy()
+        with self.strategy.scope():
+            self.model = task.build_model()
+            self.optimizer = build_optimizer(config.optimizer, WarmupDecaySchedule(config.schedule))
+            self.optimizer.build(self.model.trainable_variables)
+            self.best_metric = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_metric")
+            self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              best_metric=self.best_metric, best_step=self.best_step)
+        # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
+        checkpoint_dir = self.layout.checkpoint_dir if self.chief else f"/tmp/checkpoints-worker-{id(self)}"
+        self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=MAX_CHECKPOINTS_KEPT)
+        self._serving_model = None
+        self._train_fn = self._make_train_fn()
+        self._eval_fn = self._make_eval_fn()
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    # --- compiled functions ------------------------------------------------------------------------------
+    def _make_train_fn(self):
+        task, model, optimizer, strategy = self.task, self.model, self.optimizer, self.strategy
+        global_batch = self.config.train_batch_size
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                per_example, regularization = task.compute_loss(model, batch)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                loss += regularization / strategy.num_replicas_in_sync
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss
+
+        @tf.function
+        def train_steps(iterator, num_steps):
+            # Several steps per call: the Python loop only wakes up to log, evaluate and checkpoint.
+            total = tf.constant(0.0)
+            for _ in tf.range(num_steps):
+                per_replica_loss = strategy.run(replica_step, args=(next(iterator),))
+                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+            return total / tf.cast(num_steps, tf.float32)
+
+        return train_steps
+
+    def _make_eval_fn(self):
+        task, model, strategy = self.task, self.model, self.strategy
+
+        @tf.function
+        def eval_batch(batch):
+            sums = strategy.run(lambda b: task.eval_step(model, b), args=(batch,))
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
+
+        return eval_batch
+
+    # --- pieces of the loop ------------------------------------------------------------------------------
+    def _restore_or_warm_start(self) -> None:
+        if self.chief:
+            recover_interrupted_swap(self.layout.model_dir)
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.read(latest).assert_existing_objects_matched()
+            logging.info("resumed from %s at step %d (best %s=%.4f at step %d)", latest, self.step,
+                         self.task.metric_name, self.best_metric.numpy(), self.best_step.numpy())
+        elif self.config.pretrained_checkpoint_path:
+            prefix = resolve_checkpoint_prefix(self.config.pretrained_checkpoint_path)
+            self.task.warm_start(self.model, prefix)
+
+    def evaluate(self) -> dict:
+        dataset = self.strategy.distribute_datasets_from_function(self.task.eval_dataset)
+        sums = {}
+        with data_errors_as_user_errors():
+            for batch in dataset:
+                for key, value in self._eval_fn(batch).items():
+                    sums[key] = sums.get(key, 0.0) + float(value.numpy())
+        if not sums:
+            raise UserInputError(f"--validation_data_path={self.config.validation_data_path} yielded no usable image")
+        return self.task.eval_metrics(sums)
+
+    def _check_skipped_records(self, final: bool = False) -> None:
+        limit = self.config.max_bad_image_fraction
+        for split, (attempted, skipped) in self.task.skipped_record_counts().items():
+            if skipped <= 0 or (split == "train" and not final and attempted < MIN_RECORDS_FOR_SKIP_CHECK):
+                continue
+            if skipped > limit * attempted:
+                raise DataError(f"{skipped} of {attempted} {split} records had undecodable image bytes, more than "
+                                f"--max_bad_image_fraction={limit}; re-encode or remove them (the log names each error)")
+
+    def _export_if_best(self, metrics: dict) -> bool:
+        value = metrics[self.task.metric_name]
+        if value <= self.best_metric.numpy() and self.best_step.numpy() >= 0:
+            return False
+        if self.chief:
+            if self._serving_model is None:
+                # A never-compiled copy outside the strategy: the SavedModel holds weights only.
+                self._serving_model = self.task.build_model()
+            self._serving_model.set_weights(self.model.get_weights())
+            labels = {"job_id": _job_id(), "global_step": self.step, **self.task.deployment_labels()}
+            export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels)
+            logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
+                         self.step, self.layout.model_dir)
+        self.best_metric.assign(value)
+        self.best_step.assign(self.step)
+        return True
+
+    def _evaluate_report_export(self) -> dict:
+        started = time.time()
+        metrics = self.evaluate()
+        self._check_skipped_records(final=True)
+        improved = self._export_if_best(metrics)
+        if self.chief:
+            hypertune_reporter.report(self.task.metric_name, metrics[self.task.metric_name], self.step)
+        shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        logging.info("eval at step %d: %s (%.1fs)%s", self.step, shown, time.time() - started,
+                     " new best" if improved else f" (best {self.best_metric.numpy():.4f} at step {self.best_step.numpy()})")
+        self.manager.save(checkpoint_number=self.step)
+        return metrics
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        config = self.config
+        self._restore_or_warm_start()
+        metrics, losses = {}, []
+        if self.step >= config.max_steps:
+            logging.info("step %d already reaches --max_steps=%d: evaluating only", self.step, config.max_steps)
+            metrics = self._evaluate_report_export()
+        else:
+            metrics, losses = self._train(config)
+        return RunSummary(metric_name=self.task.metric_name, final_step=self.step, best_metric=float(self.best_metric.numpy()),
+                          best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
+                          checkpoint_dir=self.layout.checkpoint_dir,
+                          first_loss=losses[0][1] if losses else None, losses=losses)
+
+    def _train(self, config: JobConfig):
+        dataset = self.strategy.distribute_datasets_from_function(self.task.train_dataset)
+        iterator = iter(dataset)
+        losses, metrics = [], {}
+        start_step, started = self.step, time.time()
+        interval_start, interval_step = started, start_step
+        logging.info("training %s from step %d to %d, batch %d, evaluating every %d steps", self.task.name,
+                     start_step, config.max_steps, config.train_batch_size, config.train_steps_per_eval)
+        while self.step < config.max_steps:
+            step = self.step
+            next_eval = min(config.max_steps, (step // config.train_steps_per_eval + 1) * config.train_steps_per_eval)
+            next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+            # The very first call is one step, so the first loss is logged before any learning.
+            num_steps = 1 if step == start_step else min(next_eval, next_log) - step
+            with data_errors_as_user_errors():
+                loss = float(self._train_fn(iterator, tf.constant(num_steps)))
+            if not math.isfinite(loss):
+                raise UserInputError(f"the training loss became {loss} at step {self.step}; lower "
+                                     "--initial_learning_rate (or raise --warmup_steps) and check the data")
+            losses.append((self.step, loss))
+            now, step = time.time(), self.step
+            if step == start_step + 1 or step % config.log_every_steps == 0 or step == next_eval:
+                images_per_second = (step - interval_step) * config.train_batch_size / max(now - interval_start, 1e-9)
+                steps_per_second = (step - start_step) / max(now - started, 1e-9)
+                eta = (config.max_steps - step) / max(steps_per_second, 1e-9)
+                learning_rate = float(self.optimizer.learning_rate.numpy()) if hasattr(
+                    self.optimizer.learning_rate, "numpy") else float(self.optimizer.learning_rate)
+                logging.info("step %d/%d loss=%.4f lr=%.5g %.1f images/s ETA %s", step, config.max_steps, loss,
+                             learning_rate, images_per_second, _duration(eta))
+                interval_start, interval_step = now, step
+                self._check_skipped_records()
+            if step == next_eval:
+                metrics = self._evaluate_report_export()
+        attempted, skipped = self.task.skipped_record_counts()["train"]
+        if skipped:
+            logging.warning("skipped about %d of %d training records with undecodable images", skipped, attempted)
+        return metrics, losses
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def _job_id() -> str:
+    return os.environ.get("CLOUD_ML_JOB_ID", "local")
+
+
+def train(task: Task, config: JobConfig) -> RunSummary:
+    task.preflight()
+    return Trainer(task, config).run()

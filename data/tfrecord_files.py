@@ -1,0 +1,69 @@
+"""Finding and inspecting TFRecord files (local paths and gs:// alike, through tf.io.gfile)."""
+
+import tensorflow as tf
+
+from algorithms.runtime.errors import UserInputError
+
+_GLOB_CHARS = set("*?[")
+
+
+def resolve_files(pattern: str | None, flag_name: str) -> list[str]:
+    """Expands a file glob to a sorted list of files, or raises a UserInputError naming the flag."""
+    if not pattern:
+        raise UserInputError(f"--{flag_name} is required: a TFRecord file or glob, e.g. gs://my-bucket/data/train-*")
+    try:
+        files = sorted(tf.io.gfile.glob(pattern))
+    except tf.errors.OpError as error:
+        raise UserInputError(f"--{flag_name}={pattern} cannot be listed: {error.message.splitlines()[0]}") from None
+    if not files:
+        raise UserInputError(f"--{flag_name}={pattern} matches no file; check the path and the glob "
+                             "(e.g. gs://my-bucket/data/train-* or /data/train-?????-of-?????)")
+    if len(files) == 1 and not (_GLOB_CHARS & set(pattern)) and tf.io.gfile.isdir(files[0]):
+        raise UserInputError(f"--{flag_name}={pattern} is a directory; point at the TFRecord files inside it, "
+                             f"e.g. --{flag_name}={pattern.rstrip('/')}/*")
+    return files
+
+
+def read_records(path: str, limit: int) -> list[bytes]:
+    """Reads up to `limit` serialized records of one file, turning I/O errors into clear messages."""
+    try:
+        return [record.numpy() for record in tf.data.TFRecordDataset(path).take(limit)]
+    except tf.errors.DataLossError:
+        raise UserInputError(f"{path} is not a readable TFRecord file (corrupted or another format); "
+                             "convert images with `python -m data.jpeg_to_tf_record` or write tf.Examples "
+                             "with tf.io.TFRecordWriter") from None
+    except tf.errors.OpError as error:
+        raise UserInputError(f"cannot read {path}: {error.message.splitlines()[0]}") from None
+
+
+def first_example(files: list[str], flag_name: str, max_files: int = 10) -> tuple[str, tf.train.Example]:
+    """The first record of the first non-empty file (looking at up to `max_files` files), parsed."""
+    for path in files[:max_files]:
+        records = read_records(path, 1)
+        if records:
+            try:
+                return path, tf.train.Example.FromString(records[0])
+            except Exception:  # a protobuf DecodeError: the record is not a tf.train.Example
+                raise UserInputError(f"record 0 of {path} is not a tf.train.Example; each record must be a "
+                                     "serialized tf.train.Example with the documented image/... keys") from None
+    raise UserInputError(f"--{flag_name}: the first {min(len(files), max_files)} file(s) it matches hold no records "
+                         f"(first: {files[0]})")
+
+
+def count_records(files: list[str], limit: int) -> int:
+    """Counts records across files, stopping once `limit` are found (so a check costs at most `limit` reads)."""
+    total = 0
+    for path in files:
+        total += len(read_records(path, limit - total))
+        if total >= limit:
+            break
+    return total
+
+
+def example_feature_keys(example: tf.train.Example) -> set[str]:
+    return set(example.features.feature.keys())
+
+
+def int64_values(example: tf.train.Example, key: str) -> list[int]:
+    feature = example.features.feature.get(key)
+    return list(feature.int64_list.value) if feature is not None else []

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Trains an image classifier (and, as it lands, an object detector) from TFRecords and exports the most
+accurate model as a SavedModel: the command line of Google's AI Platform built-in image algorithms.
+
+    python entrypoint.py --training_data_path=... --validation_data_path=... --job-dir=... \
+        --num_classes=5 --max_steps=1000 [--model_type=resnet-18 ...]
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the job log
+
+
+def _only_our_info_lines(record) -> bool:
+    """INFO lines from TensorFlow/Keras internals (saver chatter) stay out of the job log; warnings pass."""
+    import logging as std_logging
+
+    return record.levelno >= std_logging.WARNING or "site-packages" not in record.pathname
+
+
+def main(argv: list[str]) -> int:
+    from absl import logging
+
+    from algorithms import registry
+    from algorithms.runtime.errors import UserInputError
+
+    if any(arg in ("-h", "--help", "--helpfull", "help") for arg in argv):
+        print(__doc__)
+        print(registry.help_text())
+        return 0
+    logging.use_absl_handler()
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_only_our_info_lines)
+    try:
+        config = registry.parse_job_config(argv)
+        summary = registry.run_job(config)
+    except UserInputError as error:
+        logging.error("%s", error)
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 2
+    logging.info("done at step %d: best %s=%.4f at step %d; model: %s", summary.final_step,
+                 summary.metric_name, summary.best_metric, summary.best_step, summary.model_dir)
+    print(f"best {summary.metric_name}={summary.best_metric:.4f} at step {summary.best_step}; "
+          f"SavedModel: {summary.model_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Serving signatures and atomic SavedModel export."""

@@ -1,0 +1,126 @@
+"""Flag parsing, routing, learning-rate schedules and optimizer-argument mapping."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import entrypoint
+from algorithms import registry
+from algorithms.runtime.config import ScheduleConfig
+from algorithms.runtime.errors import UserInputError
+from algorithms.runtime.optimizers import build_optimizer, parse_optimizer_config
+from algorithms.runtime.schedules import WarmupDecaySchedule
+
+SEED_COMMAND = ["--training_data_path={train}", "--validation_data_path={validation}", "--job-dir=/tmp/out",
+                "--max_steps=30000", "--train_batch_size=128", "--num_classes=10", "--num_eval_images=100",
+                "--initial_learning_rate=0.128", "--warmup_steps=1000", "--model_type='efficientnet-b4'"]
+
+
+def test_the_guides_classification_command_line_parses(digits):
+    """The gcloud `-- --flag=value` part of Google's guide (seeds/000), with local paths."""
+    args = [a.format(**digits) for a in SEED_COMMAND]
+    config = registry.parse_job_config(args)
+    assert config.task == "classification"
+    assert (config.job_dir, config.max_steps, config.train_batch_size, config.num_eval_images) == ("/tmp/out", 30000, 128, 100)
+    assert config.task_params.model_type == "efficientnet-b4"
+    assert config.task_params.image_size == 380  # native EfficientNet-B4 resolution
+    assert config.schedule.initial_learning_rate == 0.128 and config.schedule.warmup_steps == 1000
+
+
+def test_job_dir_spellings_and_unknown_arguments(digits, caplog):
+    base = [f"--training_data_path={digits['train']}", f"--validation_data_path={digits['validation']}",
+            "--num_classes=10", "--max_steps=5"]
+    assert registry.parse_job_config([*base, "--job_dir=/a"]).job_dir == "/a"
+    config = registry.parse_job_config([*base, "--job-dir=/b", "--some_tuner_flag=1"])
+    assert config.job_dir == "/b" and config.ignored_arguments == ("--some_tuner_flag=1",)
+
+
+def test_routing_decisions(digits):
+    assert registry.choose_task("classification", {"fpn_type"}, None)[0] == "classification"
+    assert registry.choose_task(None, {"fpn_type", "num_classes"}, None)[0] == "detection"
+    assert registry.choose_task(None, {"num_classes"}, digits["train"])[0] == "classification"
+
+
+def test_detection_is_refused_clearly_until_it_lands(digits):
+    with pytest.raises(UserInputError, match="detection algorithm was chosen .*--fpn_type"):
+        registry.parse_job_config([f"--training_data_path={digits['train']}", "--fpn_type=nasfpn",
+                                   "--num_classes=3", "--max_steps=1"])
+
+
+def test_help_documents_every_flag(capsys):
+    assert entrypoint.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("training_data_path", "validation_data_path", "job_dir", "num_classes", "max_steps",
+                 "train_batch_size", "num_eval_images", "learning_rate_decay_type", "warmup_learning_rate",
+                 "warmup_steps", "initial_learning_rate", "stepwise_learning_rate_steps",
+                 "stepwise_learning_rate_levels", "optimizer_type", "optimizer_arguments", "image_size",
+                 "model_type", "label_smoothing", "weight_decay", "pretrained_checkpoint_path", "eval_batch_size",
+                 "decay_steps", "task"):
+        assert f"--{flag}" in text
+
+
+def _schedule(**overrides):
+    values = dict(decay_type="cosine", initial_learning_rate=0.1, warmup_learning_rate=0.0, warmup_steps=10,
+                  decay_steps=90, exponential_decay_rate=0.97)
+    values.update(overrides)
+    return WarmupDecaySchedule(ScheduleConfig(**values))
+
+
+def test_warmup_then_cosine():
+    schedule = _schedule(warmup_learning_rate=0.01)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(5)) == pytest.approx(0.055)
+    assert float(schedule(10)) == pytest.approx(0.1)
+    assert float(schedule(55)) == pytest.approx(0.05)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-8)
+    assert float(schedule(500)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_stepwise_and_exponential():
+    stepwise = _schedule(decay_type="stepwise", warmup_steps=0, stepwise_boundaries=(60, 80),
+                         stepwise_levels=(0.01, 0.001))
+    assert [round(float(stepwise(s)), 6) for s in (0, 59, 60, 79, 80, 1000)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    exponential = _schedule(decay_type="exponential", warmup_steps=0, decay_steps=10)
+    assert float(exponential(20)) == pytest.approx(0.1 * 0.97 ** 2)
+
+
+def test_stepwise_needs_matching_lists(digits):
+    with pytest.raises(UserInputError, match="same number of values"):
+        registry.parse_job_config([f"--training_data_path={digits['train']}", "--num_classes=3", "--max_steps=9",
+                                   "--learning_rate_decay_type=stepwise", "--stepwise_learning_rate_steps=3,6",
+                                   "--stepwise_learning_rate_levels=0.1"])
+
+
+@pytest.mark.parametrize("kind,arguments,expected_class,expected", [
+    ("momentum", "momentum=0.8,use_nesterov=true", keras.optimizers.SGD, {"momentum": 0.8, "nesterov": True}),
+    ("adam", "beta1=0.8,beta2=0.99,epsilon=1e-6", keras.optimizers.Adam, {"beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6}),
+    ("rmsprop", "decay=0.9,momentum=0.1,epsilon=1e-10", keras.optimizers.RMSprop, {"rho": 0.9, "momentum": 0.1, "epsilon": 1e-10}),
+    ("adadelta", "rho=0.9", keras.optimizers.Adadelta, {"rho": 0.9}),
+    ("adagrad", "initial_accumulator_value=0.2", keras.optimizers.Adagrad, {"initial_accumulator_value": 0.2}),
+])
+def test_tf1_optimizer_arguments_map_to_keras(kind, arguments, expected_class, expected):
+    optimizer = build_optimizer(parse_optimizer_config(kind, arguments), 0.01)
+    assert isinstance(optimizer, expected_class)
+    config = optimizer.get_config()
+    for name, value in expected.items():
+        assert config[name] == pytest.approx(value)
+
+
+def test_default_learning_rate_follows_the_batch_size(digits):
+    args = [f"--training_data_path={digits['train']}", "--num_classes=3", "--max_steps=100", "--train_batch_size=64"]
+    assert registry.parse_job_config(args).schedule.initial_learning_rate == pytest.approx(0.1 * 64 / 256)
+    adam = registry.parse_job_config([*args, "--optimizer_type=adam"])
+    assert adam.schedule.initial_learning_rate == pytest.approx(0.001)
+    assert registry.parse_job_config(args).schedule.warmup_steps == 5
+
+
+def test_models_of_every_documented_type_build_without_downloads():
+    from algorithms.backbones import build_resnet_encoder
+    from algorithms.classification.model import ImageClassifier
+
+    counts = {depth: build_resnet_encoder(depth, (64, 64, 3)).count_params() for depth in (18, 34, 50)}
+    assert counts == {18: 11186112, 34: 21301696, 50: 23561152}  # the reference architectures
+    model = ImageClassifier("efficientnet-b0", 64, 7)
+    assert model(np.zeros((2, 64, 64, 3), "float32")).shape == (2, 7)
