@@ -108,7 +108,8 @@ class ClassificationTask(Task):
         self.eval_counters.reset()  # built once per evaluation pass: each pass counts from zero
         return classification_input.build_dataset(
             self.eval_files, training=False, image_size=self.params.image_size,
-            batch_size=self.config.eval_batch_size, num_classes=self.config.num_classes,
+            batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),
+            num_classes=self.config.num_classes,
             counters=self.eval_counters, num_records=self.config.num_eval_images)
 
     def skipped_record_counts(self) -> dict:
