@@ -5,7 +5,14 @@ PY := $(VENV)/bin/python
 DEMO_DATA := sample_data/digits
 DEMO_JOB := jobs/demo
 
-.PHONY: venv demo test bench clean
+# Image name for `make image` / `make push` (Artifact Registry); `make cloud-build` builds it on Cloud Build.
+PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)
+REGION ?= us-central1
+REPOSITORY ?= ml-images
+TAG ?= latest
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/image-algorithms:$(TAG)
+
+.PHONY: venv demo test bench lint image push cloud-build clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +37,19 @@ test: venv
 
 bench: venv
 	$(PY) bench/input_pipeline_bench.py
+
+lint: venv
+	$(VENV)/bin/hadolint Dockerfile
+
+image:
+	docker build --tag $(IMAGE) .
+
+push: image
+	docker push $(IMAGE)
+
+cloud-build:
+	gcloud builds submit --config cloudbuild.yaml \
+		--substitutions=_REGION=$(REGION),_REPOSITORY=$(REPOSITORY),_TAG=$(TAG)
 
 clean:
 	rm -rf $(VENV) sample_data jobs .pytest_cache

@@ -62,6 +62,7 @@ def main():
     args = parser.parse_args()
 
     from algorithms import registry
+    from algorithms.runtime.strategy import choose_strategy
     from algorithms.runtime.trainer import Trainer
 
     workdir = tempfile.mkdtemp(prefix="pipeline-bench-")
@@ -71,9 +72,9 @@ def main():
         "--num_classes=10", "--max_steps=1000000", f"--model_type={args.model_type}",
         f"--image_size={args.image_size}", f"--train_batch_size={args.batch}", "--seed=0"])
     task = registry.TASK_SPECS[config.task].make_task(config)
+    strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
-    trainer = Trainer(task, config)
-    strategy = trainer.strategy
+    trainer = Trainer(task, config, strategy)
 
     real = iter(strategy.distribute_datasets_from_function(task.train_dataset))
     # The same batch shapes and values, held in memory: no reading, decoding or augmentation per step.

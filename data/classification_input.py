@@ -68,24 +68,50 @@ def _problem_text(path, index, encoded_count, label_values, num_classes):
                    default=lambda: tf.constant(""), exclusive=False)
 
 
+def _full_batches_with_weights(dataset, batch_size, image_size, input_context):
+    """(images, labels, weights) batches that are all full and come in whole groups of one per replica.
+
+    A replica handed an empty final batch breaks Keras layers under Mirrored strategies, so the stream is
+    padded with weight-0 blank examples: B*R - 1 of them guarantee that full groups of R batches of B cover
+    every real example (R = replicas fed by this pipeline); the leftover padding is dropped.
+    """
+    replicas = 1
+    if input_context is not None:
+        replicas = max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+    weighted = dataset.map(lambda image, label: (image, label, tf.constant(1.0)))
+    padding = tf.data.Dataset.from_tensors(
+        (tf.zeros([image_size, image_size, 3], tf.float32), tf.constant(0, tf.int32), tf.constant(0.0)))
+    padded = weighted.concatenate(padding.repeat(batch_size * replicas - 1))
+    batches = padded.batch(batch_size, drop_remainder=True)
+    return batches.batch(replicas, drop_remainder=True).unbatch()
+
+
 def build_dataset(files: list[str], *, training: bool, image_size: int, batch_size: int, num_classes: int,
                   counters: RecordCounters, seed: int | None = None, num_records: int = 0,
                   input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Batches of (float32 images [b, s, s, 3] in 0..255, int32 0-based labels [b]).
 
     training: endless, shuffled, randomly cropped and flipped, full batches only.
-    evaluation: one deterministic pass over the first `num_records` records (0 = all), centre crop.
+    evaluation: one deterministic pass over the first `num_records` records (0 = all), centre crop, with a
+    third element, per-example weights (0 for padding).
     """
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+    # Several workers train on different files when there are enough, else on different records; every worker
+    # evaluates the whole set (the runtime divides the summed metrics by the number of workers).
+    shard_files = training and pipelines > 1 and len(files) >= pipelines
     file_names = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        file_names = file_names.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shard_files:
+        file_names = file_names.shard(pipelines, pipeline_id)
     if training:
         file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
     records = _records_with_origin(file_names, training, len(files))
+    if not training and num_records:
+        records = records.take(num_records)
+    if training and pipelines > 1 and not shard_files:
+        records = records.shard(pipelines, pipeline_id)
     if training:
         records = records.shuffle(SHUFFLE_BUFFER_RECORDS, seed=seed, reshuffle_each_iteration=True)
-    elif num_records:
-        records = records.take(num_records)
 
     preprocess = image_ops.preprocess_for_train if training else image_ops.preprocess_for_eval
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
@@ -116,7 +142,10 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
     dataset = records.map(parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.map(check)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    if training:
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        dataset = _full_batches_with_weights(dataset, batch_size, image_size, input_context)
     options = tf.data.Options()
     options.deterministic = not training
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -1,10 +1,22 @@
 """Finding and inspecting TFRecord files (local paths and gs:// alike, through tf.io.gfile)."""
 
+import struct
+
+import google_crc32c
 import tensorflow as tf
 
 from algorithms.runtime.errors import UserInputError
 
 _GLOB_CHARS = set("*?[")
+
+
+def describe_io_error(path: str, error: "tf.errors.OpError") -> str:
+    """One line for an I/O error; a gs:// 404 usually means a missing bucket, so say that."""
+    if path.startswith("gs://") and isinstance(error, tf.errors.NotFoundError):
+        bucket = path[len("gs://"):].split("/", 1)[0]
+        return (f"bucket gs://{bucket} does not exist or this job's credentials cannot see it "
+                "(check the name, and grant the service account storage access)")
+    return error.message.splitlines()[0]
 
 
 def resolve_files(pattern: str | None, flag_name: str) -> list[str]:
@@ -14,7 +26,7 @@ def resolve_files(pattern: str | None, flag_name: str) -> list[str]:
     try:
         files = sorted(tf.io.gfile.glob(pattern))
     except tf.errors.OpError as error:
-        raise UserInputError(f"--{flag_name}={pattern} cannot be listed: {error.message.splitlines()[0]}") from None
+        raise UserInputError(f"--{flag_name}={pattern} cannot be listed: {describe_io_error(pattern, error)}") from None
     if not files:
         raise UserInputError(f"--{flag_name}={pattern} matches no file; check the path and the glob "
                              "(e.g. gs://my-bucket/data/train-* or /data/train-?????-of-?????)")
@@ -24,16 +36,41 @@ def resolve_files(pattern: str | None, flag_name: str) -> list[str]:
     return files
 
 
+def _masked_crc32c(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def read_records(path: str, limit: int) -> list[bytes]:
-    """Reads up to `limit` serialized records of one file, turning I/O errors into clear messages."""
+    """Reads up to `limit` serialized records of one file, turning I/O errors into clear messages.
+
+    Reads the TFRecord framing itself through tf.io.gfile (local and gs://) rather than with tf.data: checks
+    that run before the job's distribution strategy exists must not start TensorFlow's runtime, or
+    MultiWorkerMirroredStrategy can no longer be created.
+    """
+    not_a_tfrecord = UserInputError(
+        f"{path} is not a readable TFRecord file (corrupted or another format); convert images with "
+        "`python -m data.jpeg_to_tf_record` or write tf.Examples with tf.io.TFRecordWriter")
+    records = []
     try:
-        return [record.numpy() for record in tf.data.TFRecordDataset(path).take(limit)]
-    except tf.errors.DataLossError:
-        raise UserInputError(f"{path} is not a readable TFRecord file (corrupted or another format); "
-                             "convert images with `python -m data.jpeg_to_tf_record` or write tf.Examples "
-                             "with tf.io.TFRecordWriter") from None
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            while len(records) < limit:
+                header = handle.read(12)
+                if not header:
+                    break
+                if len(header) < 12:
+                    raise not_a_tfrecord
+                length, length_crc = struct.unpack("<QI", header)
+                if _masked_crc32c(header[:8]) != length_crc:
+                    raise not_a_tfrecord
+                data = handle.read(length)
+                footer = handle.read(4)
+                if len(data) < length or len(footer) < 4 or _masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+                    raise not_a_tfrecord
+                records.append(data)
     except tf.errors.OpError as error:
-        raise UserInputError(f"cannot read {path}: {error.message.splitlines()[0]}") from None
+        raise UserInputError(f"cannot read {path}: {describe_io_error(path, error)}") from None
+    return records
 
 
 def first_example(files: list[str], flag_name: str, max_files: int = 10) -> tuple[str, tf.train.Example]:

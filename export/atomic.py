@@ -1,11 +1,12 @@
 """Atomic SavedModel export: write beside the target, then swap, so a reader never sees half a model.
 
-Layout while swapping, for a target `<parent>/<name>`:
-  <parent>/.<name>.incoming   the new model being written
-  <parent>/.<name>.previous   the old model, kept until the new one is in place
-If a job dies mid-swap, `recover_interrupted_swap` puts whichever complete model exists back at the target.
-(On gs:// a directory rename is a per-object copy, so there the swap is ordered, not atomic: the target only
-ever holds a complete model or nothing.)
+For a target `<parent>/<name>` the new model is first written to `<parent>/.<name>.incoming`.
+- Local/POSIX file systems: the old model is renamed to `.<name>.previous`, the new one renamed into place
+  (atomic directory renames), then the old one is deleted.
+- gs:// has no directory rename (it is a copy of every object), so there the swap is ordered instead: the old
+  model loses its `saved_model.pb` first (a loader sees no model rather than a mixed one), then the new files
+  are copied with `saved_model.pb` last, so the target only ever holds a complete model or nothing.
+If a job dies mid-swap, `recover_interrupted_swap` puts the complete model back at the target.
 """
 
 import tensorflow as tf
@@ -21,16 +22,52 @@ def _sibling(target: str, tag: str) -> str:
     return f"{parent}/.{name}.{tag}"
 
 
+def _has_atomic_directory_rename(path: str) -> bool:
+    return "://" not in path
+
+
 def _is_complete(path: str) -> bool:
     return tf.io.gfile.exists(f"{path}/{SAVED_MODEL_FILE}") and tf.io.gfile.exists(f"{path}/{DEPLOYMENT_CONFIG_FILE}")
 
 
+def _copy_tree_marker_last(source: str, target: str) -> None:
+    files = [f"{directory.rstrip('/')}/{name}" for directory, _, names in tf.io.gfile.walk(source) for name in names]
+    files.sort(key=lambda path: path.endswith(f"/{SAVED_MODEL_FILE}"))  # the marker of a complete model goes last
+    for path in files:
+        destination = target + path[len(source):]
+        tf.io.gfile.makedirs(destination.rpartition("/")[0])
+        tf.io.gfile.copy(path, destination, overwrite=True)
+
+
+def _remove_model(path: str) -> None:
+    if tf.io.gfile.exists(f"{path}/{SAVED_MODEL_FILE}"):
+        tf.io.gfile.remove(f"{path}/{SAVED_MODEL_FILE}")
+    tf.io.gfile.rmtree(path)
+
+
+def _move_into_place(incoming: str, target: str) -> None:
+    if _has_atomic_directory_rename(target):
+        previous = _sibling(target, "previous")
+        if tf.io.gfile.exists(target):
+            tf.io.gfile.rename(target, previous)
+        tf.io.gfile.rename(incoming, target)
+        if tf.io.gfile.exists(previous):
+            tf.io.gfile.rmtree(previous)
+        return
+    if tf.io.gfile.exists(target):
+        _remove_model(target)
+    _copy_tree_marker_last(incoming, target)
+    tf.io.gfile.rmtree(incoming)
+
+
 def recover_interrupted_swap(target: str) -> None:
     incoming, previous = _sibling(target, "incoming"), _sibling(target, "previous")
-    if not tf.io.gfile.exists(target):
+    if not _is_complete(target):
         for candidate in (incoming, previous):
             if tf.io.gfile.exists(candidate) and _is_complete(candidate):
-                tf.io.gfile.rename(candidate, target)
+                if tf.io.gfile.exists(target):
+                    _remove_model(target)
+                _move_into_place(candidate, target)
                 logging.info("restored %s from an interrupted export (%s)", target, candidate)
                 break
     for leftover in (incoming, previous):
@@ -51,9 +88,9 @@ def deployment_config(model_dir: str, labels: dict) -> dict:
 
 
 def export_saved_model(module: tf.Module, target: str, labels: dict, extra_files: dict | None = None) -> None:
-    """Saves `module` with its `serving_signatures()` to `target`, atomically replacing any model already there."""
+    """Saves `module` with its `serving_signatures()` to `target`, replacing any model already there."""
     recover_interrupted_swap(target)
-    incoming, previous = _sibling(target, "incoming"), _sibling(target, "previous")
+    incoming = _sibling(target, "incoming")
     tf.io.gfile.makedirs(incoming.rpartition("/")[0])
     tf.saved_model.save(module, incoming, signatures=module.serving_signatures(),
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
@@ -62,8 +99,4 @@ def export_saved_model(module: tf.Module, target: str, labels: dict, extra_files
     for name, text in files.items():
         with tf.io.gfile.GFile(f"{incoming}/{name}", "w") as handle:
             handle.write(text)
-    if tf.io.gfile.exists(target):
-        tf.io.gfile.rename(target, previous)
-    tf.io.gfile.rename(incoming, target)
-    if tf.io.gfile.exists(previous):
-        tf.io.gfile.rmtree(previous)
+    _move_into_place(incoming, target)

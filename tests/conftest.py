@@ -23,7 +23,7 @@ def digits(tmp_path_factory):
     return build_digits(str(tmp_path_factory.mktemp("digits")), image_size=32)
 
 
-def run_entrypoint(args, env_extra=None, timeout=600):
+def run_entrypoint(args, env_extra=None, timeout=300):
     """Runs `python entrypoint.py ARGS` as users do; returns the CompletedProcess (stderr holds the log)."""
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, os.path.join(REPO, "entrypoint.py"), *args], capture_output=True,

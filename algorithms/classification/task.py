@@ -29,8 +29,8 @@ class ClassificationTask(Task):
     def __init__(self, config: JobConfig):
         super().__init__(config)
         self.params: ClassificationParams = config.task_params
-        self.train_counters = classification_input.RecordCounters("train")
-        self.eval_counters = classification_input.RecordCounters("eval")
+        # Created in preflight(): tf.Variables must not exist before the distribution strategy does.
+        self.train_counters = self.eval_counters = None
         self.train_files: list[str] = []
         self.eval_files: list[str] = []
 
@@ -45,6 +45,8 @@ class ClassificationTask(Task):
             raise UserInputError(f"--weight_decay={p.weight_decay} must be >= 0")
         if p.image_size < 16:
             raise UserInputError(f"--image_size={p.image_size} is too small; use at least 16 pixels")
+        self.train_counters = classification_input.RecordCounters("train")
+        self.eval_counters = classification_input.RecordCounters("eval")
         self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
         self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
         for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
@@ -110,7 +112,7 @@ class ClassificationTask(Task):
             self.eval_files, training=False, image_size=self.params.image_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),
             num_classes=self.config.num_classes,
-            counters=self.eval_counters, num_records=self.config.num_eval_images)
+            counters=self.eval_counters, num_records=self.config.num_eval_images, input_context=input_context)
 
     def skipped_record_counts(self) -> dict:
         return {"train": self.train_counters.read(), "eval": self.eval_counters.read()}
@@ -128,15 +130,15 @@ class ClassificationTask(Task):
         return per_example, regularization
 
     def eval_step(self, model, batch):
-        images, labels = batch
+        images, labels, weights = batch  # weight 0 marks the padding that keeps every replica's batch full
         logits = tf.cast(model(images, training=False), tf.float32)
         top_k = min(5, self.config.num_classes)
         cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         return {
-            "correct_top_1": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
-            "correct_top_5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)),
-            "loss_sum": tf.reduce_sum(cross_entropy),
-            "count": tf.cast(tf.size(labels), tf.float32),
+            "correct_top_1": tf.reduce_sum(weights * tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
+            "correct_top_5": tf.reduce_sum(weights * tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)),
+            "loss_sum": tf.reduce_sum(weights * cross_entropy),
+            "count": tf.reduce_sum(weights),
         }
 
     def eval_metrics(self, sums: dict) -> dict:
@@ -146,7 +148,7 @@ class ClassificationTask(Task):
                                  f"{self.config.validation_data_path}")
         return {"top_1_accuracy": float(sums["correct_top_1"]) / count,
                 "top_5_accuracy": float(sums["correct_top_5"]) / count,
-                "eval_loss": float(sums["loss_sum"]) / count, "eval_images": int(count)}
+                "eval_loss": float(sums["loss_sum"]) / count, "eval_images": int(round(count))}
 
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:

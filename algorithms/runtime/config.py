@@ -42,6 +42,7 @@ class JobConfig:
     pretrained_checkpoint_path: str | None
     max_bad_image_fraction: float
     seed: int
+    distribution_strategy: str
     schedule: ScheduleConfig
     optimizer: OptimizerConfig
     task_params: Any

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import tempfile
 import time
 
 import tensorflow as tf
@@ -55,11 +56,10 @@ def data_errors_as_user_errors():
 
 
 class Trainer:
-    def __init__(self, task: Task, config: JobConfig):
-        self.task, self.config = task, config
+    def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy):
+        self.task, self.config, self.strategy = task, config, strategy
         self.layout = JobLayout.create(config.job_dir)
         self.chief = is_chief()
-        self.strategy = choose_strategy()
         with self.strategy.scope():
             self.model = task.build_model()
             self.optimizer = build_optimizer(config.optimizer, WarmupDecaySchedule(config.schedule))
@@ -69,7 +69,7 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               best_metric=self.best_metric, best_step=self.best_step)
         # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
-        checkpoint_dir = self.layout.checkpoint_dir if self.chief else f"/tmp/checkpoints-worker-{id(self)}"
+        checkpoint_dir = self.layout.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
         self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=MAX_CHECKPOINTS_KEPT)
         self._serving_model = None
         self._train_fn = self._make_train_fn()
@@ -118,7 +118,8 @@ class Trainer:
     def _restore_or_warm_start(self) -> None:
         if self.chief:
             recover_interrupted_swap(self.layout.model_dir)
-        latest = self.manager.latest_checkpoint
+        # Every worker restores from the chief's checkpoints, so a resumed cluster starts in step.
+        latest = tf.train.latest_checkpoint(self.layout.checkpoint_dir)
         if latest:
             self.checkpoint.read(latest).assert_existing_objects_matched()
             logging.info("resumed from %s at step %d (best %s=%.4f at step %d)", latest, self.step,
@@ -128,7 +129,14 @@ class Trainer:
             self.task.warm_start(self.model, prefix)
 
     def evaluate(self) -> dict:
-        dataset = self.strategy.distribute_datasets_from_function(self.task.eval_dataset)
+        pipelines = []
+
+        def eval_dataset(input_context):
+            pipelines.append(input_context.num_input_pipelines)
+            return self.task.eval_dataset(input_context)
+
+        # Every input pipeline (worker) evaluates the whole set, so all of them run the same number of batches.
+        dataset = self.strategy.distribute_datasets_from_function(eval_dataset)
         sums = {}
         with data_errors_as_user_errors():
             for batch in dataset:
@@ -136,7 +144,8 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + float(value.numpy())
         if not sums:
             raise UserInputError(f"--validation_data_path={self.config.validation_data_path} yielded no usable image")
-        return self.task.eval_metrics(sums)
+        copies = max(pipelines) if pipelines else 1
+        return self.task.eval_metrics({key: value / copies for key, value in sums.items()})
 
     def _check_skipped_records(self, final: bool = False) -> None:
         limit = self.config.max_bad_image_fraction
@@ -151,11 +160,13 @@ class Trainer:
         value = metrics[self.task.metric_name]
         if value <= self.best_metric.numpy() and self.best_step.numpy() >= 0:
             return False
+        # Read on every worker: under MultiWorkerMirrored, reading synced variables is a collective.
+        weights = self.model.get_weights()
         if self.chief:
             if self._serving_model is None:
                 # A never-compiled copy outside the strategy: the SavedModel holds weights only.
                 self._serving_model = self.task.build_model()
-            self._serving_model.set_weights(self.model.get_weights())
+            self._serving_model.set_weights(weights)
             labels = {"job_id": _job_id(), "global_step": self.step, **self.task.deployment_labels()}
             export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels)
             logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
@@ -240,6 +251,30 @@ def _job_id() -> str:
     return os.environ.get("CLOUD_ML_JOB_ID", "local")
 
 
+def check_output_writable(layout: JobLayout) -> None:
+    """Fails now, not at the first export, when the job dir cannot be written (a bucket typo, no permission)."""
+    from data.tfrecord_files import describe_io_error
+
+    path = layout.checkpoint_dir
+    if path.startswith("gs://"):
+        # TensorFlow's GCS makedirs never returns when the bucket is missing: check the bucket first.
+        bucket = "gs://" + path[len("gs://"):].split("/", 1)[0]
+        if not tf.io.gfile.exists(bucket):
+            raise UserInputError(f"cannot write the job dir {path}: bucket {bucket} does not exist or this job's "
+                                 "credentials cannot see it (check the name, and grant the service account "
+                                 "storage access)")
+    try:
+        tf.io.gfile.makedirs(layout.checkpoint_dir)
+    except tf.errors.OpError as error:
+        raise UserInputError(f"cannot write the job dir {layout.checkpoint_dir}: "
+                             f"{describe_io_error(layout.checkpoint_dir, error)}") from None
+
+
 def train(task: Task, config: JobConfig) -> RunSummary:
+    # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime.
+    strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
-    return Trainer(task, config).run()
+    trainer = Trainer(task, config, strategy)
+    if trainer.chief:
+        check_output_writable(trainer.layout)
+    return trainer.run()

@@ -1,0 +1,28 @@
+# Training image for AI Platform Training / Vertex AI custom jobs and `docker run --gpus all`.
+# CUDA comes as pip wheels (tensorflow[and-cuda]), so a slim Python base serves CPU and GPU hosts alike;
+# GPU hosts provide the driver through the NVIDIA container toolkit.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+WORKDIR /app
+
+# The same pinned requirements.txt that the Makefile and CI install, plus TensorFlow's CUDA wheels.
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt "tensorflow[and-cuda]==2.21.0" \
+    && pip check
+
+COPY entrypoint.py ./
+COPY algorithms/ algorithms/
+COPY data/ data/
+COPY export/ export/
+
+# Non-root: AI Platform, Vertex AI and local Docker all run it this way; hypertune writes under /tmp.
+RUN useradd --create-home --uid 1000 --user-group trainer
+USER 1000:1000
+
+ENTRYPOINT ["python", "/app/entrypoint.py"]
