@@ -43,6 +43,7 @@ class JobConfig:
     max_bad_image_fraction: float
     seed: int
     distribution_strategy: str
+    mixed_precision: str
     schedule: ScheduleConfig
     optimizer: OptimizerConfig
     task_params: Any

@@ -38,6 +38,7 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("pretrained_checkpoint_path", None, "Checkpoint (prefix, dir, job dir or exported model; local or gs://) to warm-start from.", flag_values=fv)
     flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable images are skipped; fail when more than this fraction is.", flag_values=fv)
     flags.DEFINE_string("distribution_strategy", "auto", "auto (TPU, multi-worker, multi-GPU or default, from the environment), default, mirrored, multi_worker_mirrored or tpu.", flag_values=fv)
+    flags.DEFINE_string("mixed_precision", "auto", "auto (float16 on tensor-core GPUs, bfloat16 on TPUs, off on CPUs), true, false, float16 or bfloat16.", flag_values=fv)
     flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation; default: random.", flag_values=fv)
 
 
@@ -99,5 +100,6 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         train_steps_per_eval=fv.train_steps_per_eval, log_every_steps=fv.log_every_steps,
         pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
         max_bad_image_fraction=fv.max_bad_image_fraction, seed=fv.seed,
-        distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(), schedule=schedule, optimizer=optimizer,
+        distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
+        mixed_precision=(fv.mixed_precision or "auto").strip().lower(), schedule=schedule, optimizer=optimizer,
         task_params=task_params, ignored_arguments=tuple(ignored_arguments))

@@ -14,7 +14,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime import hypertune_reporter
+from algorithms.runtime import hypertune_reporter, precision
 from algorithms.runtime.checkpoints import resolve_checkpoint_prefix
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import DataError, UserInputError, data_error_from_tf_message
@@ -60,9 +60,12 @@ class Trainer:
         self.task, self.config, self.strategy = task, config, strategy
         self.layout = JobLayout.create(config.job_dir)
         self.chief = is_chief()
-        with self.strategy.scope():
+        self.policy = precision.policy_for(config.mixed_precision, strategy)
+        logging.info("precision: %s", self.policy)
+        with self.strategy.scope(), precision.global_policy(self.policy):
             self.model = task.build_model()
-            self.optimizer = build_optimizer(config.optimizer, WarmupDecaySchedule(config.schedule))
+            self.optimizer = precision.wrap_optimizer(
+                build_optimizer(config.optimizer, WarmupDecaySchedule(config.schedule)), self.policy)
             self.optimizer.build(self.model.trainable_variables)
             self.best_metric = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_metric")
             self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
@@ -89,7 +92,8 @@ class Trainer:
                 per_example, regularization = task.compute_loss(model, batch)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 loss += regularization / strategy.num_replicas_in_sync
-            gradients = tape.gradient(loss, model.trainable_variables)
+                scaled_loss = optimizer.scale_loss(loss)  # loss scaling under float16, identity otherwise
+            gradients = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return loss
 
@@ -164,8 +168,10 @@ class Trainer:
         weights = self.model.get_weights()
         if self.chief:
             if self._serving_model is None:
-                # A never-compiled copy outside the strategy: the SavedModel holds weights only.
-                self._serving_model = self.task.build_model()
+                # A never-compiled float32 copy outside the strategy: the SavedModel holds weights only and
+                # serves in float32 whatever the training precision.
+                with precision.global_policy("float32"):
+                    self._serving_model = self.task.build_model()
             self._serving_model.set_weights(weights)
             labels = {"job_id": _job_id(), "global_step": self.step, **self.task.deployment_labels()}
             export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels)
