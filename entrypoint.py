@@ -4,6 +4,7 @@ accurate model as a SavedModel: the command line of Google's AI Platform built-i
 
     python entrypoint.py --training_data_path=... --validation_data_path=... --job-dir=... \
         --num_classes=5 --max_steps=1000 [--model_type=resnet-18 ...]
+    python entrypoint.py predict --model_dir=JOB_DIR/model --input=IMAGE|DIR|GLOB [--output_images=DIR]
 """
 
 import os
@@ -25,6 +26,10 @@ def main(argv: list[str]) -> int:
     from algorithms import registry
     from algorithms.runtime.errors import UserInputError
 
+    if argv and argv[0] == "predict":
+        from export import predict
+
+        return predict.main(argv[1:])
     if any(arg in ("-h", "--help", "--helpfull", "help") for arg in argv):
         print(__doc__)
         print(registry.help_text())

@@ -161,3 +161,10 @@ def test_missing_required_flag(capsys, tmp_path, good_file):
     code = entrypoint.main([f"--training_data_path={good_file}", f"--validation_data_path={good_file}",
                             f"--job-dir={tmp_path}", "--max_steps=3"])
     assert code == 2 and "--num_classes is required" in capsys.readouterr().err
+
+
+def test_labels_file_with_the_wrong_number_of_names(capsys, tmp_path, good_file):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("daisy\ndandelion\nroses\n")
+    code, message = _run(capsys, tmp_path, good_file, good_file, f"--labels_file={labels}")
+    assert code == 2 and "has 3 non-empty lines but --num_classes=10" in message

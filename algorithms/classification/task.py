@@ -10,7 +10,7 @@ from algorithms.classification.model import MODEL_TYPES, ImageClassifier
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.task import Task
-from data import classification_input, tfrecord_files
+from data import classification_input, labels, tfrecord_files
 from export.signatures import ClassificationServing
 
 
@@ -31,6 +31,7 @@ class ClassificationTask(Task):
         self.params: ClassificationParams = config.task_params
         # Created in preflight(): tf.Variables must not exist before the distribution strategy does.
         self.train_counters = self.eval_counters = None
+        self.class_names: list[str] | None = None
         self.train_files: list[str] = []
         self.eval_files: list[str] = []
 
@@ -57,6 +58,7 @@ class ClassificationTask(Task):
                 raise UserInputError(
                     f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
                     f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
+        self.class_names = labels.load_class_names(c.labels_file, self.train_files, c.num_classes)
         logging.info("data: %d training file(s), %d validation file(s)", len(self.train_files), len(self.eval_files))
 
     def _check_first_record(self, files: list[str], flag: str) -> None:
@@ -152,4 +154,9 @@ class ClassificationTask(Task):
 
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:
-        return ClassificationServing(model, self.params.image_size)
+        return ClassificationServing(model, self.params.image_size, self.class_names)
+
+    def extra_export_files(self) -> dict:
+        if not self.class_names:
+            return {}
+        return {labels.LABELS_FILE_NAME: "\n".join(self.class_names) + "\n"}

@@ -44,6 +44,8 @@ class JobConfig:
     seed: int
     distribution_strategy: str
     mixed_precision: str
+    labels_file: str | None
+    early_stopping_patience: int
     schedule: ScheduleConfig
     optimizer: OptimizerConfig
     task_params: Any

@@ -39,6 +39,8 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable images are skipped; fail when more than this fraction is.", flag_values=fv)
     flags.DEFINE_string("distribution_strategy", "auto", "auto (TPU, multi-worker, multi-GPU or default, from the environment), default, mirrored, multi_worker_mirrored or tpu.", flag_values=fv)
     flags.DEFINE_string("mixed_precision", "auto", "auto (float16 on tensor-core GPUs, bfloat16 on TPUs, off on CPUs), true, false, float16 or bfloat16.", flag_values=fv)
+    flags.DEFINE_string("labels_file", None, "Class names, one per line (line i = label i); default: labels.txt next to the training data.", flag_values=fv)
+    flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many evaluations without a better metric; 0 = never.", flag_values=fv)
     flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation; default: random.", flag_values=fv)
 
 
@@ -72,6 +74,8 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         raise UserInputError(f"--eval_batch_size={fv.eval_batch_size} must be at least 1")
     if fv.num_eval_images < 0:
         raise UserInputError(f"--num_eval_images={fv.num_eval_images} must be >= 0 (0 = all validation images)")
+    if fv.early_stopping_patience < 0:
+        raise UserInputError(f"--early_stopping_patience={fv.early_stopping_patience} must be >= 0 (0 = off)")
     if not 0.0 <= fv.max_bad_image_fraction <= 1.0:
         raise UserInputError(f"--max_bad_image_fraction={fv.max_bad_image_fraction} must be in [0, 1]")
 
@@ -101,5 +105,6 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
         max_bad_image_fraction=fv.max_bad_image_fraction, seed=fv.seed,
         distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
-        mixed_precision=(fv.mixed_precision or "auto").strip().lower(), schedule=schedule, optimizer=optimizer,
+        mixed_precision=(fv.mixed_precision or "auto").strip().lower(),
+        labels_file=fv.labels_file or None, early_stopping_patience=fv.early_stopping_patience, schedule=schedule, optimizer=optimizer,
         task_params=task_params, ignored_arguments=tuple(ignored_arguments))

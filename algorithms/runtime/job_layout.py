@@ -54,6 +54,7 @@ class JobLayout:
     model_dir: str  # the best SavedModel
     checkpoint_dir: str
     report_dir: str
+    tensorboard_dir: str
     trial: str | None
 
     @classmethod
@@ -62,13 +63,17 @@ class JobLayout:
         suffix = (f"trial_{trial}",) if trial else ()
         if job_dir:
             return cls(model_dir=join(job_dir, "model", *suffix), checkpoint_dir=join(job_dir, "checkpoints", *suffix),
-                       report_dir=join(job_dir, "report", *suffix), trial=trial)
+                       report_dir=join(job_dir, "report", *suffix),
+                       tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR", "").rstrip("/")
+                       or join(job_dir, "logs", *suffix), trial=trial)
         # Vertex AI passes no --job-dir; its AIP_* directories are already per trial.
         model_dir = os.environ.get("AIP_MODEL_DIR")
         if model_dir:
             base = model_dir.rstrip("/").rsplit("/", 1)[0]
             return cls(model_dir=model_dir.rstrip("/"),
                        checkpoint_dir=os.environ.get("AIP_CHECKPOINT_DIR", join(base, "checkpoints")).rstrip("/"),
-                       report_dir=join(base, "report"), trial=trial)
+                       report_dir=join(base, "report"),
+                       tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR", join(base, "logs")).rstrip("/"),
+                       trial=trial)
         raise UserInputError("--job-dir is required (the output root for the model and checkpoints, local or gs://), "
                              "unless AIP_MODEL_DIR is set as on Vertex AI")

@@ -61,3 +61,7 @@ class Task(abc.ABC):
 
     def deployment_labels(self) -> dict:
         return {}
+
+    def extra_export_files(self) -> dict:
+        """{file name: text} written beside the exported model (e.g. labels.txt)."""
+        return {}

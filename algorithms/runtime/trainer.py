@@ -75,6 +75,9 @@ class Trainer:
         checkpoint_dir = self.layout.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
         self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=MAX_CHECKPOINTS_KEPT)
         self._serving_model = None
+        # Only the chief writes TensorBoard events (to AIP_TENSORBOARD_LOG_DIR on Vertex AI).
+        self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
+                          else tf.summary.create_noop_writer())
         self._train_fn = self._make_train_fn()
         self._eval_fn = self._make_eval_fn()
 
@@ -174,7 +177,8 @@ class Trainer:
                     self._serving_model = self.task.build_model()
             self._serving_model.set_weights(weights)
             labels = {"job_id": _job_id(), "global_step": self.step, **self.task.deployment_labels()}
-            export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels)
+            export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels,
+                               self.task.extra_export_files())
             logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
                          self.step, self.layout.model_dir)
         self.best_metric.assign(value)
@@ -188,6 +192,10 @@ class Trainer:
         improved = self._export_if_best(metrics)
         if self.chief:
             hypertune_reporter.report(self.task.metric_name, metrics[self.task.metric_name], self.step)
+        with self.summaries.as_default(step=self.step):
+            for name, value in metrics.items():
+                tf.summary.scalar(f"eval/{name}", value)
+        self.summaries.flush()
         shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         logging.info("eval at step %d: %s (%.1fs)%s", self.step, shown, time.time() - started,
                      " new best" if improved else f" (best {self.best_metric.numpy():.4f} at step {self.best_step.numpy()})")
@@ -208,6 +216,20 @@ class Trainer:
                           best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
                           checkpoint_dir=self.layout.checkpoint_dir,
                           first_loss=losses[0][1] if losses else None, losses=losses)
+
+    def _should_stop_early(self) -> bool:
+        """True after --early_stopping_patience evaluations without a better metric (derived from the
+        checkpointed best step, so it survives a restart)."""
+        patience = self.config.early_stopping_patience
+        if not patience or self.step >= self.config.max_steps:
+            return False
+        evaluations_since_best = (self.step - int(self.best_step.numpy())) // self.config.train_steps_per_eval
+        if evaluations_since_best < patience:
+            return False
+        logging.info("early stopping at step %d: %d evaluations without a better %s (best %.4f at step %d)",
+                     self.step, evaluations_since_best, self.task.metric_name, self.best_metric.numpy(),
+                     self.best_step.numpy())
+        return True
 
     def _train(self, config: JobConfig):
         dataset = self.strategy.distribute_datasets_from_function(self.task.train_dataset)
@@ -238,10 +260,16 @@ class Trainer:
                     self.optimizer.learning_rate, "numpy") else float(self.optimizer.learning_rate)
                 logging.info("step %d/%d loss=%.4f lr=%.5g %.1f images/s ETA %s", step, config.max_steps, loss,
                              learning_rate, images_per_second, _duration(eta))
+                with self.summaries.as_default(step=step):
+                    tf.summary.scalar("train/loss", loss)
+                    tf.summary.scalar("train/learning_rate", learning_rate)
+                    tf.summary.scalar("train/images_per_second", images_per_second)
                 interval_start, interval_step = now, step
                 self._check_skipped_records()
             if step == next_eval:
                 metrics = self._evaluate_report_export()
+                if self._should_stop_early():
+                    break
         attempted, skipped = self.task.skipped_record_counts()["train"]
         if skipped:
             logging.warning("skipped about %d of %d training records with undecodable images", skipped, attempted)
@@ -280,7 +308,7 @@ def train(task: Task, config: JobConfig) -> RunSummary:
     # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime.
     strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
-    trainer = Trainer(task, config, strategy)
-    if trainer.chief:
-        check_output_writable(trainer.layout)
-    return trainer.run()
+    if is_chief():
+        # Before anything writes: TensorFlow's GCS makedirs hangs on a missing bucket.
+        check_output_writable(JobLayout.create(config.job_dir))
+    return Trainer(task, config, strategy).run()
