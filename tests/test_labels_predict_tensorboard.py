@@ -103,3 +103,48 @@ def test_early_stopping_stops_after_the_patience_and_keeps_the_best_model(traine
     # Evaluations at 152, 154, ...: the job stops at the first one that is `patience` (2) evaluations past the best.
     assert summary.final_step == max(152, summary.best_step + 2 * 2)
     assert yaml.safe_load(open(job_dir / "model" / "deployment_config.yaml"))["labels"]["global_step"] == before
+
+
+def test_training_report_files(trained_job):
+    report = os.path.join(trained_job["job_dir"], "report")
+    import csv
+
+    rows = list(csv.DictReader(open(os.path.join(report, "metrics.csv"))))
+    assert [r["step"] for r in rows] == ["50", "100", "150"]
+    assert [float(r["top_1_accuracy"]) for r in rows] == pytest.approx(
+        [float(r["top_1_accuracy"]) for r in trained_job["reports"]], abs=1e-5)
+    assert all(float(r["train_loss"]) > 0 for r in rows)
+    for name in ("curves.png", "confusion_matrix.png", "predictions.png"):
+        picture = np.asarray(Image.open(os.path.join(report, name)).convert("L"), dtype=float)
+        assert picture.shape[0] > 200 and picture.shape[1] > 200 and picture.std() > 10, name
+    page = open(os.path.join(report, "report.html")).read()
+    assert all(f'src="{name}"' in page for name in ("curves.png", "confusion_matrix.png", "predictions.png"))
+
+
+def test_confusion_matrix_counts_are_the_last_evaluations_predictions(trained_job, digits):
+    lines = open(os.path.join(trained_job["job_dir"], "report", "confusion_matrix.csv")).read().splitlines()
+    assert lines[0] == "true\\predicted," + ",".join(DIGIT_NAMES)
+    matrix = np.array([[int(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    assert matrix.shape == (10, 10) and matrix.sum() == digits["num_validation"]
+    last_accuracy = float(trained_job["reports"][-1]["top_1_accuracy"])
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(last_accuracy, abs=1e-6)
+
+
+def test_a_report_that_cannot_be_drawn_never_fails_the_job(digits, tmp_path, monkeypatch, caplog):
+    from algorithms import registry
+    from algorithms.classification.task import ClassificationTask
+
+    def broken(self, serving_model):
+        raise RuntimeError("no fonts on this machine")
+
+    monkeypatch.setattr(ClassificationTask, "report_figures", broken)
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(tmp_path / "m"))
+    args = [f"--training_data_path={digits['train']}", f"--validation_data_path={digits['validation']}",
+            f"--job_dir={tmp_path / 'job'}", "--num_classes=10", "--max_steps=1", "--train_steps_per_eval=1",
+            *FAST_FLAGS]
+    with caplog.at_level("WARNING"):
+        summary = registry.run_job(registry.parse_job_config(args))
+    assert summary.final_step == 1 and os.path.exists(tmp_path / "job" / "model" / "saved_model.pb")
+    assert "no fonts on this machine" in caplog.text
+    assert os.path.exists(tmp_path / "job" / "report" / "metrics.csv")
+    assert os.path.exists(tmp_path / "job" / "report" / "curves.png")

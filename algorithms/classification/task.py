@@ -6,11 +6,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from algorithms.classification import report_figures
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.task import Task
-from data import classification_input, labels, tfrecord_files
+from data import classification_input, image_ops, labels, tfrecord_files
 from export.signatures import ClassificationServing
 
 
@@ -32,6 +33,7 @@ class ClassificationTask(Task):
         # Created in preflight(): tf.Variables must not exist before the distribution strategy does.
         self.train_counters = self.eval_counters = None
         self.class_names: list[str] | None = None
+        self.last_confusion_matrix = None
         self.train_files: list[str] = []
         self.eval_files: list[str] = []
 
@@ -141,9 +143,12 @@ class ClassificationTask(Task):
             "correct_top_5": tf.reduce_sum(weights * tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)),
             "loss_sum": tf.reduce_sum(weights * cross_entropy),
             "count": tf.reduce_sum(weights),
+            "confusion_matrix": tf.math.confusion_matrix(labels, tf.argmax(logits, axis=-1), self.config.num_classes,
+                                                         weights=weights, dtype=tf.float32),
         }
 
     def eval_metrics(self, sums: dict) -> dict:
+        self.last_confusion_matrix = sums.get("confusion_matrix")
         count = float(sums["count"])
         if count == 0:
             raise UserInputError(f"no validation image could be decoded from --validation_data_path="
@@ -155,6 +160,44 @@ class ClassificationTask(Task):
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:
         return ClassificationServing(model, self.params.image_size, self.class_names)
+
+    # --- report ------------------------------------------------------------------------------------------
+    def _display_names(self) -> list[str]:
+        return self.class_names or [str(label) for label in range(1, self.config.num_classes + 1)]
+
+    def report_tables(self) -> dict:
+        if self.last_confusion_matrix is None:
+            return {}
+        return {"confusion_matrix.csv": report_figures.confusion_matrix_csv(self.last_confusion_matrix,
+                                                                           self._display_names())}
+
+    def report_figures(self, serving_model) -> dict:
+        figures = {}
+        names = self._display_names()
+        if self.last_confusion_matrix is not None:
+            figures["confusion_matrix.png"] = report_figures.confusion_matrix_figure(self.last_confusion_matrix, names)
+        if serving_model is not None:
+            figures["predictions.png"] = report_figures.predictions_figure(self._prediction_samples(serving_model, names))
+        return figures
+
+    def _prediction_samples(self, model, names, count: int = 16) -> list[tuple]:
+        samples = []
+        for path in self.eval_files:
+            for record in tfrecord_files.read_records(path, count - len(samples)):
+                feature = tf.train.Example.FromString(record).features.feature
+                encoded = feature[classification_input.IMAGE_KEY].bytes_list.value[0]
+                label = feature[classification_input.LABEL_KEY].int64_list.value[0]
+                try:
+                    image = image_ops.preprocess_for_eval(tf.constant(encoded), self.params.image_size)
+                except tf.errors.InvalidArgumentError:
+                    continue  # an undecodable image: already counted and skipped by the evaluation
+                probabilities = tf.nn.softmax(tf.cast(model(image[None], training=False), tf.float32))[0].numpy()
+                predicted = int(probabilities.argmax())
+                samples.append((report_figures.decode_for_display(encoded), names[label - 1], names[predicted],
+                                float(probabilities[predicted])))
+            if len(samples) >= count:
+                break
+        return samples
 
     def extra_export_files(self) -> dict:
         if not self.class_names:

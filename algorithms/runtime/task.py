@@ -65,3 +65,12 @@ class Task(abc.ABC):
     def extra_export_files(self) -> dict:
         """{file name: text} written beside the exported model (e.g. labels.txt)."""
         return {}
+
+    def report_figures(self, serving_model) -> dict:
+        """{file name: matplotlib Figure} for the training report; `serving_model` is the best model's
+        float32 copy (None before the first export)."""
+        return {}
+
+    def report_tables(self) -> dict:
+        """{file name: text} written into the report directory (e.g. a confusion matrix as CSV)."""
+        return {}

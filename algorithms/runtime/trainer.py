@@ -20,6 +20,7 @@ from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import DataError, UserInputError, data_error_from_tf_message
 from algorithms.runtime.job_layout import JobLayout, is_chief
 from algorithms.runtime.optimizers import build_optimizer
+from algorithms.runtime.report import TrainingReport
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from algorithms.runtime.strategy import choose_strategy
 from algorithms.runtime.task import Task
@@ -78,6 +79,8 @@ class Trainer:
         # Only the chief writes TensorBoard events (to AIP_TENSORBOARD_LOG_DIR on Vertex AI).
         self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
                           else tf.summary.create_noop_writer())
+        self.report = TrainingReport(self.layout.report_dir, task.metric_name, enabled=self.chief)
+        self._last_train_loss = None
         self._train_fn = self._make_train_fn()
         self._eval_fn = self._make_eval_fn()
 
@@ -148,7 +151,7 @@ class Trainer:
         with data_errors_as_user_errors():
             for batch in dataset:
                 for key, value in self._eval_fn(batch).items():
-                    sums[key] = sums.get(key, 0.0) + float(value.numpy())
+                    sums[key] = sums.get(key, 0.0) + value.numpy()  # scalars and arrays (confusion matrix)
         if not sums:
             raise UserInputError(f"--validation_data_path={self.config.validation_data_path} yielded no usable image")
         copies = max(pipelines) if pipelines else 1
@@ -192,6 +195,7 @@ class Trainer:
         improved = self._export_if_best(metrics)
         if self.chief:
             hypertune_reporter.report(self.task.metric_name, metrics[self.task.metric_name], self.step)
+        self.report.record_evaluation(self.step, self._last_train_loss, metrics)
         with self.summaries.as_default(step=self.step):
             for name, value in metrics.items():
                 tf.summary.scalar(f"eval/{name}", value)
@@ -203,7 +207,26 @@ class Trainer:
         return metrics
 
     # --- the loop ----------------------------------------------------------------------------------------
+    def _write_report(self, started: float) -> None:
+        if not self.chief:
+            return
+        try:
+            figures = self.task.report_figures(self._serving_model)
+            for name, text in self.task.report_tables().items():
+                tf.io.gfile.makedirs(self.layout.report_dir)
+                with tf.io.gfile.GFile(f"{self.layout.report_dir}/{name}", "w") as handle:
+                    handle.write(text)
+        except Exception as error:  # the report is best effort: it never fails a finished training job
+            logging.warning("report: could not draw the task's figures: %s", error)
+            figures = {}
+        summary = {f"best {self.task.metric_name}": f"{self.best_metric.numpy():.4f}",
+                   "best step": int(self.best_step.numpy()), "final step": self.step,
+                   "model": self.layout.model_dir, "this run took": _duration(time.time() - started)}
+        self.report.finish(summary, figures)
+        logging.info("report: %s/report.html", self.layout.report_dir)
+
     def run(self) -> RunSummary:
+        started = time.time()
         config = self.config
         self._restore_or_warm_start()
         metrics, losses = {}, []
@@ -212,6 +235,7 @@ class Trainer:
             metrics = self._evaluate_report_export()
         else:
             metrics, losses = self._train(config)
+        self._write_report(started)
         return RunSummary(metric_name=self.task.metric_name, final_step=self.step, best_metric=float(self.best_metric.numpy()),
                           best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
                           checkpoint_dir=self.layout.checkpoint_dir,
@@ -251,6 +275,7 @@ class Trainer:
                 raise UserInputError(f"the training loss became {loss} at step {self.step}; lower "
                                      "--initial_learning_rate (or raise --warmup_steps) and check the data")
             losses.append((self.step, loss))
+            self._last_train_loss = loss
             now, step = time.time(), self.step
             if step == start_step + 1 or step % config.log_every_steps == 0 or step == next_eval:
                 images_per_second = (step - interval_step) * config.train_batch_size / max(now - interval_start, 1e-9)

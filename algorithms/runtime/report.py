@@ -1,0 +1,127 @@
+"""The training report in <job-dir>/report/ (per trial: report/trial_<id>/), written by the chief:
+
+metrics.csv   one row per evaluation (kept across restarts)
+curves.png    training loss and the evaluation metrics against the step
+<task>.png    the task's own figures (classification: confusion_matrix.png, predictions.png)
+report.html   one page tying them together
+
+Drawing is best effort: any failure is logged and never fails the training job.
+"""
+
+import csv
+import html
+import io
+import time
+
+import tensorflow as tf
+from absl import logging
+
+from algorithms.runtime.job_layout import join
+
+METRICS_FILE = "metrics.csv"
+
+
+class TrainingReport:
+    def __init__(self, report_dir: str, metric_name: str, enabled: bool):
+        self.report_dir, self.metric_name, self.enabled = report_dir, metric_name, enabled
+        self.rows: list[dict] = []
+        if enabled:
+            self.rows = self._read_existing_rows()
+
+    def _read_existing_rows(self) -> list[dict]:
+        path = join(self.report_dir, METRICS_FILE)
+        try:
+            if tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path) as handle:
+                    return list(csv.DictReader(handle))
+        except (tf.errors.OpError, csv.Error) as error:
+            logging.warning("report: could not read %s (%s); starting a new one", path, error)
+        return []
+
+    def record_evaluation(self, step: int, train_loss: float | None, metrics: dict) -> None:
+        """Appends one row and rewrites metrics.csv, so the file is current even if the job is killed."""
+        if not self.enabled:
+            return
+        row = {"step": step, "train_loss": "" if train_loss is None else f"{train_loss:.6g}",
+               **{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in metrics.items()}}
+        self.rows = [r for r in self.rows if int(r["step"]) < step] + [row]
+        self._best_effort("metrics.csv", self._write_metrics)
+
+    def _write_metrics(self):
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        tf.io.gfile.makedirs(self.report_dir)
+        with tf.io.gfile.GFile(join(self.report_dir, METRICS_FILE), "w") as handle:
+            handle.write(buffer.getvalue())
+
+    def _best_effort(self, what: str, action):
+        try:
+            return action()
+        except Exception as error:  # a report must never fail the training job
+            logging.warning("report: could not write %s: %s", what, error)
+            return None
+
+    def _save_figure(self, figure, name: str) -> str:
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        with tf.io.gfile.GFile(join(self.report_dir, name), "wb") as handle:
+            handle.write(buffer.getvalue())
+        return name
+
+    def _curves(self):
+        import matplotlib.pyplot as plt
+
+        steps = [int(r["step"]) for r in self.rows]
+        figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+        losses = [(int(r["step"]), float(r["train_loss"])) for r in self.rows if r.get("train_loss")]
+        if losses:
+            loss_axis.plot(*zip(*losses), marker="o", label="training loss (with weight decay)")
+        eval_losses = [(int(r["step"]), float(r["eval_loss"])) for r in self.rows if r.get("eval_loss")]
+        if eval_losses:
+            loss_axis.plot(*zip(*eval_losses), marker="o", label="evaluation loss")
+        loss_axis.set(xlabel="step", ylabel="loss", title="Loss")
+        loss_axis.legend()
+        numeric = [k for k in self.rows[-1] if k not in ("step", "train_loss", "eval_loss", "eval_images")]
+        for key in numeric:
+            metric_axis.plot(steps, [float(r[key]) for r in self.rows], marker="o", label=key)
+        metric_axis.set(xlabel="step", title="Evaluation", ylim=(0, 1.02))
+        metric_axis.legend()
+        return self._save_figure(figure, "curves.png")
+
+    def finish(self, summary: dict, figures: dict) -> None:
+        """Draws the curves and the task's figures ({file name: matplotlib Figure}) and writes report.html."""
+        if not self.enabled or not self.rows:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        tf.io.gfile.makedirs(self.report_dir)
+        images = [self._best_effort("curves.png", self._curves)]
+        for name, figure in figures.items():
+            images.append(self._best_effort(name, lambda f=figure, n=name: self._save_figure(f, n)))
+        self._best_effort("report.html", lambda: self._write_html(summary, [i for i in images if i]))
+
+    def _write_html(self, summary: dict, images: list[str]) -> None:
+        summary_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                               for k, v in summary.items())
+        columns = list(self.rows[-1])
+        metric_rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+                              for r in self.rows)
+        pictures = "".join(f'<figure><img src="{html.escape(i)}" alt="{html.escape(i)}"></figure>' for i in images)
+        page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Training report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head>
+<body><h1>Training report</h1><p>Written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</p>
+<table>{summary_rows}</table><h2>Evaluations</h2>
+<table><tr>{''.join(f'<th>{html.escape(c)}</th>' for c in columns)}</tr>{metric_rows}</table>
+<h2>Figures</h2>{pictures}</body></html>
+"""
+        with tf.io.gfile.GFile(join(self.report_dir, "report.html"), "w") as handle:
+            handle.write(page)
