@@ -73,13 +73,17 @@ def test_predict_with_a_glob_and_a_bad_input(trained_job, image_folder):
 
 
 def test_tensorboard_events_hold_the_training_and_eval_scalars(trained_job):
-    values = {}
+    values, images = {}, set()
     for path in tf.io.gfile.glob(os.path.join(trained_job["job_dir"], "logs", "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    images.add(value.tag)  # encoded images: [width, height, png bytes]
+                    continue
                 values.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
     assert {"train/loss", "train/learning_rate", "train/images_per_second", "eval/top_1_accuracy",
             "eval/top_5_accuracy"} <= set(values)
+    assert {"report/predictions", "report/confusion_matrix", "report/curves"} <= set(images)
     assert [step for step, _ in values["eval/top_1_accuracy"]] == [50, 100, 150]
     reported = [float(r["top_1_accuracy"]) for r in trained_job["reports"]]
     assert [v for _, v in values["eval/top_1_accuracy"]] == pytest.approx(reported, abs=1e-6)

@@ -94,10 +94,11 @@ class TrainingReport:
         metric_axis.legend()
         return self._save_figure(figure, "curves.png")
 
-    def finish(self, summary: dict, figures: dict) -> None:
-        """Draws the curves and the task's figures ({file name: matplotlib Figure}) and writes report.html."""
+    def finish(self, summary: dict, figures: dict) -> list[str]:
+        """Draws the curves and the task's figures ({file name: matplotlib Figure}), writes report.html and
+        returns the names of the PNGs written."""
         if not self.enabled or not self.rows:
-            return
+            return []
         import matplotlib
 
         matplotlib.use("Agg")
@@ -105,7 +106,9 @@ class TrainingReport:
         images = [self._best_effort("curves.png", self._curves)]
         for name, figure in figures.items():
             images.append(self._best_effort(name, lambda f=figure, n=name: self._save_figure(f, n)))
-        self._best_effort("report.html", lambda: self._write_html(summary, [i for i in images if i]))
+        images = [i for i in images if i]
+        self._best_effort("report.html", lambda: self._write_html(summary, images))
+        return images
 
     def _write_html(self, summary: dict, images: list[str]) -> None:
         summary_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
