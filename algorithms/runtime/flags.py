@@ -95,7 +95,7 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         warmup_steps=warmup_steps, decay_steps=decay_steps, exponential_decay_rate=0.97,
         stepwise_boundaries=parse_number_list(fv.stepwise_learning_rate_steps, "stepwise_learning_rate_steps", int),
         stepwise_levels=parse_number_list(fv.stepwise_learning_rate_levels, "stepwise_learning_rate_levels", float))
-    validate_schedule(schedule, max_steps)
+    validate_schedule(schedule)
 
     return JobConfig(
         task=task, training_data_path=fv.training_data_path, validation_data_path=fv.validation_data_path,

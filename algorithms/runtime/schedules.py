@@ -12,7 +12,7 @@ from algorithms.runtime.errors import UserInputError
 DECAY_TYPES = ("cosine", "exponential", "stepwise", "constant")
 
 
-def validate_schedule(config: ScheduleConfig, max_steps: int) -> None:
+def validate_schedule(config: ScheduleConfig) -> None:
     if config.decay_type not in DECAY_TYPES:
         raise UserInputError(
             f"--learning_rate_decay_type={config.decay_type!r} is not supported; use one of {', '.join(DECAY_TYPES)}")
