@@ -14,7 +14,7 @@ def read_labels_file(path: str) -> list[str]:
         with tf.io.gfile.GFile(path, "r") as handle:
             return [line.strip() for line in handle.read().splitlines() if line.strip()]
     except tf.errors.OpError as error:
-        raise UserInputError(f"--labels_file={path} cannot be read: {error.message.splitlines()[0]}") from None
+        raise UserInputError(f"the labels file {path} cannot be read: {error.message.splitlines()[0]}") from None
 
 
 def load_class_names(labels_file: str | None, training_files: list[str], num_classes: int) -> list[str] | None:

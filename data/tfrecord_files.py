@@ -10,12 +10,20 @@ from algorithms.runtime.errors import UserInputError
 _GLOB_CHARS = set("*?[")
 
 
+def gcs_bucket(path: str) -> str:
+    """gs://bucket/a/b -> gs://bucket"""
+    return "gs://" + path[len("gs://"):].split("/", 1)[0]
+
+
+def missing_bucket_text(path: str) -> str:
+    return (f"bucket {gcs_bucket(path)} does not exist or this job's credentials cannot see it "
+            "(check the name, and grant the service account storage access)")
+
+
 def describe_io_error(path: str, error: "tf.errors.OpError") -> str:
     """One line for an I/O error; a gs:// 404 usually means a missing bucket, so say that."""
     if path.startswith("gs://") and isinstance(error, tf.errors.NotFoundError):
-        bucket = path[len("gs://"):].split("/", 1)[0]
-        return (f"bucket gs://{bucket} does not exist or this job's credentials cannot see it "
-                "(check the name, and grant the service account storage access)")
+        return missing_bucket_text(path)
     return error.message.splitlines()[0]
 
 

@@ -12,6 +12,7 @@ import sys
 from absl import flags
 
 from algorithms.runtime.errors import UserInputError
+from data.labels import LABELS_FILE_NAME, read_labels_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
@@ -42,11 +43,8 @@ def _class_names(model, model_dir: str) -> list[str] | None:
 
     if "class_names" in model.signatures:
         return [n.decode() for n in model.signatures["class_names"]()["class_names"].numpy()]
-    beside = f"{model_dir.rstrip('/')}/labels.txt"
-    if tf.io.gfile.exists(beside):
-        with tf.io.gfile.GFile(beside) as handle:
-            return [line.strip() for line in handle if line.strip()]
-    return None
+    beside = f"{model_dir.rstrip('/')}/{LABELS_FILE_NAME}"
+    return read_labels_file(beside) if tf.io.gfile.exists(beside) else None
 
 
 def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int = 16):

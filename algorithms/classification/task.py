@@ -11,7 +11,7 @@ from algorithms.classification.model import MODEL_TYPES, ImageClassifier
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.task import Task
-from data import classification_input, image_ops, labels, tfrecord_files
+from data import classification_input, labels, tfrecord_files
 from export.signatures import ClassificationServing
 
 
@@ -181,6 +181,8 @@ class ClassificationTask(Task):
         return figures
 
     def _prediction_samples(self, model, names, count: int = 16) -> list[tuple]:
+        """The first validation images as the exported signature sees them (same decode, resize, softmax)."""
+        serve = self.serving_module(model).serve
         samples = []
         for path in self.eval_files:
             for record in tfrecord_files.read_records(path, count - len(samples)):
@@ -188,10 +190,9 @@ class ClassificationTask(Task):
                 encoded = feature[classification_input.IMAGE_KEY].bytes_list.value[0]
                 label = feature[classification_input.LABEL_KEY].int64_list.value[0]
                 try:
-                    image = image_ops.preprocess_for_eval(tf.constant(encoded), self.params.image_size)
+                    probabilities = serve(tf.constant([encoded]), tf.constant([b""]))["probabilities"][0].numpy()
                 except tf.errors.InvalidArgumentError:
                     continue  # an undecodable image: already counted and skipped by the evaluation
-                probabilities = tf.nn.softmax(tf.cast(model(image[None], training=False), tf.float32))[0].numpy()
                 predicted = int(probabilities.argmax())
                 samples.append((report_figures.decode_for_display(encoded), names[label - 1], names[predicted],
                                 float(probabilities[predicted])))

@@ -54,8 +54,7 @@ class TrainingReport:
         writer.writeheader()
         writer.writerows(self.rows)
         tf.io.gfile.makedirs(self.report_dir)
-        with tf.io.gfile.GFile(join(self.report_dir, METRICS_FILE), "w") as handle:
-            handle.write(buffer.getvalue())
+        self._write(METRICS_FILE, buffer.getvalue())
 
     def _best_effort(self, what: str, action):
         try:
@@ -64,15 +63,18 @@ class TrainingReport:
             logging.warning("report: could not write %s: %s", what, error)
             return None
 
-    def _save_figure(self, figure, name: str) -> str:
+    def _write(self, name: str, content) -> None:
+        with tf.io.gfile.GFile(join(self.report_dir, name), "wb" if isinstance(content, bytes) else "w") as handle:
+            handle.write(content)
+
+    def _save_figure(self, figure, name: str) -> tuple[str, bytes]:
         import matplotlib.pyplot as plt
 
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(figure)
-        with tf.io.gfile.GFile(join(self.report_dir, name), "wb") as handle:
-            handle.write(buffer.getvalue())
-        return name
+        self._write(name, buffer.getvalue())
+        return name, buffer.getvalue()
 
     def _curves(self):
         import matplotlib.pyplot as plt
@@ -94,21 +96,23 @@ class TrainingReport:
         metric_axis.legend()
         return self._save_figure(figure, "curves.png")
 
-    def finish(self, summary: dict, figures: dict) -> list[str]:
-        """Draws the curves and the task's figures ({file name: matplotlib Figure}), writes report.html and
-        returns the names of the PNGs written."""
+    def finish(self, summary: dict, figures: dict, tables: dict) -> dict:
+        """Draws the curves and the task's figures ({file name: matplotlib Figure}), writes its tables
+        ({file name: text}) and report.html; returns {file name: PNG bytes} of the figures written."""
         if not self.enabled or not self.rows:
-            return []
+            return {}
         import matplotlib
 
         matplotlib.use("Agg")
         tf.io.gfile.makedirs(self.report_dir)
-        images = [self._best_effort("curves.png", self._curves)]
+        for name, text in tables.items():
+            self._best_effort(name, lambda n=name, t=text: self._write(n, t))
+        saved = [self._best_effort("curves.png", self._curves)]
         for name, figure in figures.items():
-            images.append(self._best_effort(name, lambda f=figure, n=name: self._save_figure(f, n)))
-        images = [i for i in images if i]
-        self._best_effort("report.html", lambda: self._write_html(summary, images))
-        return images
+            saved.append(self._best_effort(name, lambda f=figure, n=name: self._save_figure(f, n)))
+        pngs = dict(item for item in saved if item)
+        self._best_effort("report.html", lambda: self._write_html(summary, list(pngs)))
+        return pngs
 
     def _write_html(self, summary: dict, images: list[str]) -> None:
         summary_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
@@ -126,5 +130,4 @@ padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head>
 <table><tr>{''.join(f'<th>{html.escape(c)}</th>' for c in columns)}</tr>{metric_rows}</table>
 <h2>Figures</h2>{pictures}</body></html>
 """
-        with tf.io.gfile.GFile(join(self.report_dir, "report.html"), "w") as handle:
-            handle.write(page)
+        self._write("report.html", page)

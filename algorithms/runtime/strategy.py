@@ -43,7 +43,7 @@ def tpu_target(env=None) -> dict | None:
     for name in ("KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_NAME"):
         if env.get(name, "").strip():
             return {"tpu": env[name].strip()}
-    if env.get("TPU_ACCELERATOR_TYPE", "").strip() or os.path.exists("/dev/accel0") and env is os.environ:
+    if env.get("TPU_ACCELERATOR_TYPE", "").strip() or (env is os.environ and os.path.exists("/dev/accel0")):
         return {"tpu": "local"}  # a TPU VM: the chips are attached to this host (Vertex AI)
     return None
 
@@ -96,11 +96,11 @@ def _mirrored_strategy() -> tf.distribute.Strategy:
 def choose_strategy(requested: str = "auto") -> tf.distribute.Strategy:
     if requested not in STRATEGIES:
         raise UserInputError(f"--distribution_strategy={requested!r} is not one of {', '.join(STRATEGIES)}")
-    config = tf_config()
+    config, target = tf_config(), tpu_target()
     if requested == "auto":
         # Physical, not logical, devices: listing logical ones would start the runtime before MWMS exists.
         gpus = tf.config.list_physical_devices("GPU")
-        if tpu_target():
+        if target:
             requested = "tpu"
         elif _worker_count(config) > 1:
             requested = "multi_worker_mirrored"
@@ -109,7 +109,6 @@ def choose_strategy(requested: str = "auto") -> tf.distribute.Strategy:
         else:
             requested = "default"
     if requested == "tpu":
-        target = tpu_target()
         if not target:
             raise UserInputError("--distribution_strategy=tpu but no TPU is described (TPU_CONFIG, TPU_NAME) or attached")
         strategy = _tpu_strategy(target)

@@ -213,22 +213,17 @@ class Trainer:
         if not self.chief:
             return
         try:
-            figures = self.task.report_figures(self._serving_model)
-            for name, text in self.task.report_tables().items():
-                tf.io.gfile.makedirs(self.layout.report_dir)
-                with tf.io.gfile.GFile(f"{self.layout.report_dir}/{name}", "w") as handle:
-                    handle.write(text)
+            figures, tables = self.task.report_figures(self._serving_model), self.task.report_tables()
         except Exception as error:  # the report is best effort: it never fails a finished training job
             logging.warning("report: could not draw the task's figures: %s", error)
-            figures = {}
+            figures, tables = {}, {}
         summary = {f"best {self.task.metric_name}": f"{self.best_metric.numpy():.4f}",
                    "best step": int(self.best_step.numpy()), "final step": self.step,
                    "model": self.layout.model_dir, "this run took": _duration(time.time() - started)}
-        written = self.report.finish(summary, figures)
+        pngs = self.report.finish(summary, figures, tables)
         try:  # the same figures in TensorBoard's Images tab (sample predictions, confusion matrix, curves)
             with self.summaries.as_default(step=self.step):
-                for name in written:
-                    png = tf.io.gfile.GFile(f"{self.layout.report_dir}/{name}", "rb").read()
+                for name, png in pngs.items():
                     tf.summary.image(f"report/{name.rsplit('.', 1)[0]}", tf.io.decode_png(png, channels=3)[None])
             self.summaries.flush()
         except Exception as error:
@@ -322,21 +317,16 @@ def _job_id() -> str:
 
 def check_output_writable(layout: JobLayout) -> None:
     """Fails now, not at the first export, when the job dir cannot be written (a bucket typo, no permission)."""
-    from data.tfrecord_files import describe_io_error
+    from data.tfrecord_files import describe_io_error, gcs_bucket, missing_bucket_text
 
     path = layout.checkpoint_dir
-    if path.startswith("gs://"):
-        # TensorFlow's GCS makedirs never returns when the bucket is missing: check the bucket first.
-        bucket = "gs://" + path[len("gs://"):].split("/", 1)[0]
-        if not tf.io.gfile.exists(bucket):
-            raise UserInputError(f"cannot write the job dir {path}: bucket {bucket} does not exist or this job's "
-                                 "credentials cannot see it (check the name, and grant the service account "
-                                 "storage access)")
+    # TensorFlow's GCS makedirs never returns when the bucket is missing: check the bucket first.
+    if path.startswith("gs://") and not tf.io.gfile.exists(gcs_bucket(path)):
+        raise UserInputError(f"cannot write the job dir {path}: {missing_bucket_text(path)}")
     try:
-        tf.io.gfile.makedirs(layout.checkpoint_dir)
+        tf.io.gfile.makedirs(path)
     except tf.errors.OpError as error:
-        raise UserInputError(f"cannot write the job dir {layout.checkpoint_dir}: "
-                             f"{describe_io_error(layout.checkpoint_dir, error)}") from None
+        raise UserInputError(f"cannot write the job dir {path}: {describe_io_error(path, error)}") from None
 
 
 def train(task: Task, config: JobConfig) -> RunSummary:
