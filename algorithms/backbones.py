@@ -4,6 +4,8 @@ EfficientNet B0-B7. Every backbone here takes float32 RGB in 0..255 and normalis
 import keras
 import keras_hub
 
+from data.image_ops import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB
+
 # depth -> (blocks per stage, block type); the standard ResNet family.
 RESNET_DEPTHS = {
     18: ([2, 2, 2, 2], "basic_block"),
@@ -25,8 +27,6 @@ EFFICIENTNETS = {
     "efficientnet-b7": (keras.applications.EfficientNetB7, 600, 0.5),
 }
 RESNET_NATIVE_SIZE = 224
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-IMAGENET_STDDEV_RGB = (58.395, 57.12, 57.375)
 
 
 def build_resnet_encoder(depth: int, image_shape=(None, None, 3)) -> keras_hub.models.ResNetBackbone:

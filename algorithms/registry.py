@@ -5,16 +5,13 @@ import dataclasses
 from absl import flags, logging
 
 from algorithms.classification import flags as classification_flags
+from algorithms.detection import flags as detection_flags
 from algorithms.runtime import flags as shared_flags
-from algorithms.runtime.config import JobConfig
+from algorithms.runtime.config import JobConfig, TrainingDefaults
 from algorithms.runtime.errors import UserInputError
 
 # Flags only the object-detection algorithm has (fact sheet §4); any of them routes a job to detection.
-DETECTION_ONLY_FLAGS = frozenset({
-    "resnet_depth", "fpn_type", "fpn_min_level", "fpn_max_level", "anchor_size", "bbox_aspect_ratios",
-    "max_num_bboxes_in_training", "max_num_bboxes_in_prediction", "nms_iou_threshold", "nms_score_threshold",
-    "focal_loss_alpha", "focal_loss_gamma", "detection_loss_weight", "aug_rand_hflip", "aug_scale_min",
-    "aug_scale_max", "auto_augmentation"})
+DETECTION_ONLY_FLAGS = detection_flags.DETECTION_ONLY_FLAGS
 DETECTION_LABEL_KEY = "image/object/class/label"
 
 
@@ -23,6 +20,7 @@ class TaskSpec:
     define_flags: callable
     read_params: callable
     make_task: callable
+    defaults: TrainingDefaults = TrainingDefaults()
 
 
 def _make_classification_task(config):
@@ -31,9 +29,17 @@ def _make_classification_task(config):
     return ClassificationTask(config)
 
 
+def _make_detection_task(config):
+    from algorithms.detection.task import DetectionTask
+
+    return DetectionTask(config)
+
+
 TASK_SPECS = {
     "classification": TaskSpec(classification_flags.define_flags, classification_flags.read_params,
                                _make_classification_task),
+    "detection": TaskSpec(detection_flags.define_flags, detection_flags.read_params, _make_detection_task,
+                          detection_flags.TRAINING_DEFAULTS),
 }
 
 
@@ -84,11 +90,8 @@ def parse_job_config(argv: list[str]) -> JobConfig:
         logging.warning("ignoring arguments this trainer does not know: %s", " ".join(leftover))
     task, why = choose_task(fv.task, _flag_names(argv), fv.training_data_path)
     logging.info("task: %s (chosen by %s)", task, why)
-    if task not in TASK_SPECS:
-        raise UserInputError(f"the {task} algorithm was chosen ({why}) but this build only trains: "
-                             f"{', '.join(TASK_SPECS)}")
     spec = TASK_SPECS[task]
-    return shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover)
+    return shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover, spec.defaults)
 
 
 def run_job(config: JobConfig):

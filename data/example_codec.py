@@ -25,3 +25,33 @@ def classification_example(encoded: bytes, label: int, *, height: int, width: in
         "image/format": _bytes([image_format.upper().encode()]),
         "image/filename": _bytes([filename.encode()]),
     }))
+
+
+def _floats(values):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def detection_example(encoded: bytes, boxes, labels, *, height: int, width: int, image_format: str,
+                      source_id: str = "", filename: str = "", class_names=(), is_crowd=None,
+                      areas=None) -> tf.train.Example:
+    """One image with its boxes ([ymin, xmin, ymax, xmax] normalized to [0, 1]) and 1-based labels, with the
+    keys of the upstream detection decoder (create_coco_tf_record.py)."""
+    boxes = [list(map(float, box)) for box in boxes]
+    feature = {
+        "image/encoded": _bytes([encoded]),
+        "image/format": _bytes([image_format.lower().encode()]),
+        "image/height": _ints([height]),
+        "image/width": _ints([width]),
+        "image/source_id": _bytes([source_id.encode()]),
+        "image/filename": _bytes([filename.encode()]),
+        "image/object/bbox/ymin": _floats([b[0] for b in boxes]),
+        "image/object/bbox/xmin": _floats([b[1] for b in boxes]),
+        "image/object/bbox/ymax": _floats([b[2] for b in boxes]),
+        "image/object/bbox/xmax": _floats([b[3] for b in boxes]),
+        "image/object/class/label": _ints([int(label) for label in labels]),
+        "image/object/class/text": _bytes([name.encode() for name in class_names]),
+        "image/object/is_crowd": _ints([int(c) for c in (is_crowd if is_crowd is not None else [0] * len(boxes))]),
+    }
+    if areas is not None:
+        feature["image/object/area"] = _floats([float(a) for a in areas])
+    return tf.train.Example(features=tf.train.Features(feature=feature))

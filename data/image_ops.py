@@ -8,6 +8,9 @@ import tensorflow as tf
 
 # Fraction of the shorter side kept by the evaluation/serving centre crop (224/256, the ImageNet habit).
 EVAL_CENTER_CROP_FRACTION = 0.875
+# The backbones normalise with these inside their graphs; detection pads with the mean (0 once normalised).
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
+IMAGENET_STDDEV_RGB = (58.395, 57.12, 57.375)
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
@@ -57,3 +60,31 @@ def preprocess_for_train(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
     """Bytes -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255."""
     image = random_crop_and_resize(decode_rgb(encoded), image_size)
     return tf.image.random_flip_left_right(image)
+
+
+# --- detection: the whole image, aspect ratio kept, fitted into the model input and padded -----------------
+def resize_to_fit(image: tf.Tensor, target_size, scale=1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Resizes so the image fits (target height, width) * scale, aspect ratio kept.
+    Returns (float32 image in 0..255, its new (height, width) as float32 [2])."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    target = tf.constant(target_size, tf.float32) * scale
+    factor = tf.reduce_min(target / shape)
+    scaled = tf.maximum(tf.round(shape * factor), 1.0)
+    resized = tf.image.resize(tf.cast(image, tf.float32), tf.cast(scaled, tf.int32), method="bilinear")
+    return tf.clip_by_value(resized, 0.0, 255.0), scaled
+
+
+def pad_to_size(image: tf.Tensor, padded_size) -> tf.Tensor:
+    """Pads at the bottom and right up to padded_size with the ImageNet mean colour (0 once normalised)."""
+    height, width = padded_size
+    mean = tf.constant(IMAGENET_MEAN_RGB, tf.float32)
+    image = tf.image.pad_to_bounding_box(image - mean, 0, 0, height, width) + mean
+    image.set_shape([height, width, 3])
+    return image
+
+
+def fit_and_pad(encoded: tf.Tensor, image_size, padded_size) -> tuple[tf.Tensor, tf.Tensor]:
+    """Bytes -> (float32 [padded h, padded w, 3] in 0..255, the (height, width) the image occupies in it).
+    Detection evaluation and serving; boxes divided by that size are normalised to the original image."""
+    image, scaled_size = resize_to_fit(decode_rgb(encoded), image_size)
+    return pad_to_size(image, padded_size), scaled_size

@@ -12,7 +12,6 @@ DEFAULT_MODEL_TYPE = "efficientnet-b0"
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model_type", DEFAULT_MODEL_TYPE, f"Backbone: {', '.join(MODEL_TYPES)}.", flag_values=fv)
     flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy, in [0, 1).", flag_values=fv)
-    flags.DEFINE_float("weight_decay", 0.0001, "L2 coefficient on the weights: loss = cross_entropy + weight_decay * L2.", flag_values=fv)
 
 
 def parse_image_size(text: str | None, model_type: str) -> int:
@@ -31,4 +30,4 @@ def parse_image_size(text: str | None, model_type: str) -> int:
 def read_params(fv: flags.FlagValues) -> ClassificationParams:
     model_type = (fv.model_type or "").strip().strip("'\"").lower()
     return ClassificationParams(model_type=model_type, image_size=parse_image_size(fv.image_size, model_type),
-                                label_smoothing=fv.label_smoothing, weight_decay=fv.weight_decay)
+                                label_smoothing=fv.label_smoothing)

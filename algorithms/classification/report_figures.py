@@ -1,17 +1,8 @@
 """Classification figures for the training report: the confusion matrix and validation predictions."""
 
-import io
-
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: training machines have no display
-    import matplotlib.pyplot as plt
-
-    return plt
+from algorithms.runtime.report import pyplot
 
 
 def confusion_matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
@@ -22,7 +13,7 @@ def confusion_matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
 
 
 def confusion_matrix_figure(matrix: np.ndarray, names: list[str]):
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4.0, 0.45 * len(names) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(matrix, cmap="Blues")
@@ -42,7 +33,7 @@ def confusion_matrix_figure(matrix: np.ndarray, names: list[str]):
 
 def predictions_figure(samples: list[tuple]):
     """samples: (uint8 image, true name, predicted name, score); green when right, red when wrong."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = 4
     rows = max(1, (len(samples) + columns - 1) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows))
@@ -54,9 +45,3 @@ def predictions_figure(samples: list[tuple]):
                        color="green" if truth == predicted else "red")
     figure.suptitle("Validation images")
     return figure
-
-
-def decode_for_display(encoded: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))

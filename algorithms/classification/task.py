@@ -8,10 +8,12 @@ from absl import logging
 
 from algorithms.classification import report_figures
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
+from algorithms.runtime.checkpoints import restore_matching
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import UserInputError
+from algorithms.runtime.report import decode_for_display
 from algorithms.runtime.task import Task
-from data import classification_input, labels, tfrecord_files
+from data import classification_input, labels, record_pipeline, tfrecord_files
 from export.signatures import ClassificationServing
 
 
@@ -20,7 +22,6 @@ class ClassificationParams:
     model_type: str
     image_size: int
     label_smoothing: float
-    weight_decay: float
 
 
 class ClassificationTask(Task):
@@ -32,7 +33,6 @@ class ClassificationTask(Task):
         self.params: ClassificationParams = config.task_params
         # Created in preflight(): tf.Variables must not exist before the distribution strategy does.
         self.train_counters = self.eval_counters = None
-        self.class_names: list[str] | None = None
         self.last_confusion_matrix = None
         self.train_files: list[str] = []
         self.eval_files: list[str] = []
@@ -44,12 +44,10 @@ class ClassificationTask(Task):
             raise UserInputError(f"--model_type={p.model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}")
         if not 0.0 <= p.label_smoothing < 1.0:
             raise UserInputError(f"--label_smoothing={p.label_smoothing} must be in [0, 1)")
-        if p.weight_decay < 0:
-            raise UserInputError(f"--weight_decay={p.weight_decay} must be >= 0")
         if p.image_size < 16:
             raise UserInputError(f"--image_size={p.image_size} is too small; use at least 16 pixels")
-        self.train_counters = classification_input.RecordCounters("train")
-        self.eval_counters = classification_input.RecordCounters("eval")
+        self.train_counters = record_pipeline.RecordCounters("train")
+        self.eval_counters = record_pipeline.RecordCounters("eval")
         self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
         self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
         for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
@@ -86,21 +84,18 @@ class ClassificationTask(Task):
                                name="image_classifier")
 
     def warm_start(self, model: ImageClassifier, checkpoint_prefix: str) -> None:
-        try:
-            status = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone)).read(checkpoint_prefix)
-            status.expect_partial().assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
+        restored, missing = restore_matching(model.backbone.variables, checkpoint_prefix)
+        if missing:
             raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
-                                 f"--model_type={self.params.model_type} at --image_size={self.params.image_size} "
-                                 f"({str(error).splitlines()[0][:200]})") from None
-        shapes = tf.train.load_checkpoint(checkpoint_prefix).get_variable_to_shape_map()
-        head_shape = shapes.get("model/head/_kernel/.ATTRIBUTES/VARIABLE_VALUE")
-        if head_shape == list(model.head.kernel.shape):
-            tf.train.Checkpoint(model=tf.train.Checkpoint(head=model.head)).read(checkpoint_prefix).expect_partial()
+                                 f"--model_type={self.params.model_type} ({len(missing)} of "
+                                 f"{len(model.backbone.variables)} variables missing or of another shape, "
+                                 f"e.g. {missing[0]})")
+        head_restored, _ = restore_matching(model.head.variables, checkpoint_prefix)
+        if len(head_restored) == len(model.head.variables):
             logging.info("warm start: backbone and head restored from %s", checkpoint_prefix)
         else:
-            logging.info("warm start: backbone restored from %s; the head (%s there) is re-initialised for "
-                         "%d classes", checkpoint_prefix, head_shape, self.config.num_classes)
+            logging.info("warm start: backbone restored from %s; the head is re-initialised for %d classes",
+                         checkpoint_prefix, self.config.num_classes)
 
     # --- data --------------------------------------------------------------------------------------------
     def train_dataset(self, input_context):
@@ -130,7 +125,7 @@ class ClassificationTask(Task):
             targets, logits, from_logits=True, label_smoothing=self.params.label_smoothing)
         # L2 on weights, not on biases or BatchNorm scales/offsets (as the upstream trainers do).
         kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
-        regularization = self.params.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+        regularization = self.config.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
         return per_example, regularization
 
     def eval_step(self, model, batch):
@@ -194,13 +189,8 @@ class ClassificationTask(Task):
                 except tf.errors.InvalidArgumentError:
                     continue  # an undecodable image: already counted and skipped by the evaluation
                 predicted = int(probabilities.argmax())
-                samples.append((report_figures.decode_for_display(encoded), names[label - 1], names[predicted],
+                samples.append((decode_for_display(encoded), names[label - 1], names[predicted],
                                 float(probabilities[predicted])))
             if len(samples) >= count:
                 break
         return samples
-
-    def extra_export_files(self) -> dict:
-        if not self.class_names:
-            return {}
-        return {labels.LABELS_FILE_NAME: "\n".join(self.class_names) + "\n"}

@@ -1,5 +1,6 @@
 """Checkpoint locations: our own job dirs, checkpoint dirs, checkpoint prefixes and exported SavedModels."""
 
+import keras
 import tensorflow as tf
 
 from algorithms.runtime.errors import UserInputError
@@ -22,3 +23,40 @@ def resolve_checkpoint_prefix(path: str) -> str:
         raise UserInputError(f"--pretrained_checkpoint_path={path} cannot be read: {error.message.splitlines()[0]}") from None
     raise UserInputError(f"--pretrained_checkpoint_path={path} holds no checkpoint; give a checkpoint prefix "
                          "(…/ckpt-1000), a checkpoint directory, a job dir of this trainer, or an exported model dir")
+
+
+def trackable_variables(model: keras.Model) -> tf.train.Checkpoint:
+    """Every variable of a Keras model, as one checkpoint object keyed by the variable's Keras path
+    ("class_subnet/conv2d_0/kernel").
+
+    Checkpoints and SavedModels hold this instead of the model itself: TensorFlow's object graph does not
+    reach the variables of Keras 3 layers kept in lists or dicts made in build() (KerasHub's FPN and
+    prediction heads), so it would silently leave them out. Paths also make warm starts readable.
+    """
+    by_path = {}
+    for variable in model.variables:
+        if variable.path in by_path:
+            raise ValueError(f"two variables of {model.name} share the path {variable.path}")
+        by_path[variable.path] = variable
+    return tf.train.Checkpoint(**by_path)
+
+
+def restore_matching(variables: list, checkpoint_prefix: str, root: str = "model") -> tuple[list, list]:
+    """Loads each of `variables` whose path is in the checkpoint (under `root`) with the same shape.
+    Returns (restored paths, paths missing or of another shape)."""
+    reader = tf.train.load_checkpoint(checkpoint_prefix)
+    shapes = reader.get_variable_to_shape_map()
+    restored, skipped = [], []
+    for variable in variables:
+        key = f"{root}/{_escape(variable.path)}/.ATTRIBUTES/VARIABLE_VALUE"
+        if shapes.get(key) == list(variable.shape):
+            variable.assign(reader.get_tensor(key))
+            restored.append(variable.path)
+        else:
+            skipped.append(variable.path)
+    return restored, skipped
+
+
+def _escape(name: str) -> str:
+    """How TensorFlow writes an object name inside a checkpoint key ('.' -> '..', '/' -> '.S')."""
+    return name.replace(".", "..").replace("/", ".S")

@@ -25,6 +25,22 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainingDefaults:
+    """What an algorithm's upstream trainer used where the built-in's docs are silent; flags override each."""
+
+    decay_type: str = "cosine"
+    # Peak learning rate per 256 images, scaled by the batch size; optimizers missing here use a fixed rate.
+    learning_rate_per_256: dict = dataclasses.field(default_factory=lambda: {"momentum": 0.1, "rmsprop": 0.016})
+    fixed_learning_rate: dict = dataclasses.field(
+        default_factory=lambda: {"adam": 0.001, "adadelta": 1.0, "adagrad": 0.01})
+    warmup_learning_rate_fraction: float = 0.0  # of the peak rate
+    # Stepwise boundaries as fractions of max_steps, and the levels as factors of the peak rate.
+    stepwise_step_fractions: tuple = ()
+    stepwise_level_factors: tuple = ()
+    gradient_clip_norm: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class JobConfig:
     """One training job: data, output, schedule and the task's own parameters."""
 
@@ -39,6 +55,7 @@ class JobConfig:
     num_eval_images: int
     train_steps_per_eval: int
     log_every_steps: int
+    weight_decay: float
     pretrained_checkpoint_path: str | None
     max_bad_image_fraction: float
     seed: int

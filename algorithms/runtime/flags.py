@@ -2,15 +2,12 @@
 
 from absl import flags
 
-from algorithms.runtime.config import JobConfig, ScheduleConfig
+from algorithms.runtime.config import JobConfig, OptimizerConfig, ScheduleConfig, TrainingDefaults
 from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.optimizers import OPTIMIZER_TYPES, parse_optimizer_config
 from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
 
 TASKS = ("classification", "detection")
-# Upstream rule for the default peak learning rate: base rate per 256 images, scaled by the batch size.
-DEFAULT_BASE_LEARNING_RATE_PER_256 = {"momentum": 0.1, "rmsprop": 0.016, "adam": 0.0, "adadelta": 0.0, "adagrad": 0.0}
-DEFAULT_FIXED_LEARNING_RATE = {"adam": 0.001, "adadelta": 1.0, "adagrad": 0.01}
 
 
 def define_shared_flags(fv: flags.FlagValues) -> None:
@@ -25,16 +22,17 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("num_eval_images", 0, "Validation images per evaluation; 0 = all of them.", flag_values=fv)
     flags.DEFINE_integer("train_steps_per_eval", 1000, "Training steps between evaluations (and checkpoints).", flag_values=fv)
     flags.DEFINE_integer("log_every_steps", 100, "Training steps between progress lines.", flag_values=fv)
-    flags.DEFINE_string("learning_rate_decay_type", "cosine", f"Decay after warm-up: {', '.join(DECAY_TYPES)}.", flag_values=fv)
-    flags.DEFINE_float("initial_learning_rate", None, "Peak learning rate after warm-up; default: 0.1*batch/256 (momentum), 0.016*batch/256 (rmsprop), 0.001 (adam).", flag_values=fv)
-    flags.DEFINE_float("warmup_learning_rate", 0.0, "Learning rate at step 0, rising linearly to initial_learning_rate.", flag_values=fv)
+    flags.DEFINE_string("learning_rate_decay_type", None, f"Decay after warm-up: {', '.join(DECAY_TYPES)}; default: cosine (classification), stepwise (detection).", flag_values=fv)
+    flags.DEFINE_float("initial_learning_rate", None, "Peak learning rate after warm-up; default: classification 0.1*batch/256 (momentum), 0.016*batch/256 (rmsprop), 0.001 (adam); detection 0.08*batch/64 (momentum).", flag_values=fv)
+    flags.DEFINE_float("warmup_learning_rate", None, "Learning rate at step 0, rising linearly to initial_learning_rate; default: 0 (classification), initial/12 (detection).", flag_values=fv)
     flags.DEFINE_integer("warmup_steps", None, "Warm-up length in steps; default: 5% of max_steps.", flag_values=fv)
     flags.DEFINE_integer("decay_steps", None, "Cosine: steps of decay (default max_steps - warmup_steps); exponential: steps per 0.97 factor (default 1% of that).", flag_values=fv)
-    flags.DEFINE_string("stepwise_learning_rate_steps", "", "Comma list of global steps where the stepwise rate changes, e.g. 60000,80000.", flag_values=fv)
-    flags.DEFINE_string("stepwise_learning_rate_levels", "", "Comma list of the learning rates from each of those steps on.", flag_values=fv)
+    flags.DEFINE_string("stepwise_learning_rate_steps", "", "Comma list of global steps where the stepwise rate changes, e.g. 60000,80000; detection default: 2/3 and 8/9 of max_steps.", flag_values=fv)
+    flags.DEFINE_string("stepwise_learning_rate_levels", "", "Comma list of the learning rates from each of those steps on; detection default: initial/10, initial/100.", flag_values=fv)
     flags.DEFINE_string("optimizer_type", "momentum", f"Optimizer: {', '.join(OPTIMIZER_TYPES)}.", flag_values=fv)
     flags.DEFINE_string("optimizer_arguments", "", "Comma list of name=value with TF1 names, e.g. momentum=0.9 or beta1=0.9,beta2=0.999.", flag_values=fv)
-    flags.DEFINE_string("image_size", None, "Input size: N for classification (default: the model's native size).", flag_values=fv)
+    flags.DEFINE_string("image_size", None, "Input size: N for classification (default: the model's native size); \"H,W\" for detection (default 640,640).", flag_values=fv)
+    flags.DEFINE_float("weight_decay", 0.0001, "L2 coefficient on the weights: loss = task loss + weight_decay * L2.", flag_values=fv)
     flags.DEFINE_string("pretrained_checkpoint_path", None, "Checkpoint (prefix, dir, job dir or exported model; local or gs://) to warm-start from.", flag_values=fv)
     flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable images are skipped; fail when more than this fraction is.", flag_values=fv)
     flags.DEFINE_string("distribution_strategy", "auto", "auto (TPU, multi-worker, multi-GPU or default, from the environment), default, mirrored, multi_worker_mirrored or tpu.", flag_values=fv)
@@ -59,7 +57,8 @@ def _require(fv: flags.FlagValues, name: str, example: str):
     return value
 
 
-def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_arguments=()) -> JobConfig:
+def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_arguments=(),
+                    defaults: TrainingDefaults = TrainingDefaults()) -> JobConfig:
     """Validates the shared flags and builds the JobConfig."""
     num_classes = _require(fv, "num_classes", "5")
     max_steps = _require(fv, "max_steps", "10000")
@@ -76,25 +75,36 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         raise UserInputError(f"--num_eval_images={fv.num_eval_images} must be >= 0 (0 = all validation images)")
     if fv.early_stopping_patience < 0:
         raise UserInputError(f"--early_stopping_patience={fv.early_stopping_patience} must be >= 0 (0 = off)")
+    if fv.weight_decay < 0:
+        raise UserInputError(f"--weight_decay={fv.weight_decay} must be >= 0")
     if not 0.0 <= fv.max_bad_image_fraction <= 1.0:
         raise UserInputError(f"--max_bad_image_fraction={fv.max_bad_image_fraction} must be in [0, 1]")
 
     optimizer = parse_optimizer_config(fv.optimizer_type, fv.optimizer_arguments)
+    if defaults.gradient_clip_norm:
+        optimizer = OptimizerConfig(optimizer.optimizer_type,
+                                    {"global_clipnorm": defaults.gradient_clip_norm, **optimizer.keras_arguments})
     batch = fv.train_batch_size
     learning_rate = fv.initial_learning_rate
     if learning_rate is None:
-        per_256 = DEFAULT_BASE_LEARNING_RATE_PER_256[optimizer.optimizer_type]
-        learning_rate = per_256 * batch / 256 if per_256 else DEFAULT_FIXED_LEARNING_RATE[optimizer.optimizer_type]
+        per_256 = defaults.learning_rate_per_256.get(optimizer.optimizer_type)
+        learning_rate = per_256 * batch / 256 if per_256 else defaults.fixed_learning_rate[optimizer.optimizer_type]
     warmup_steps = fv.warmup_steps if fv.warmup_steps is not None else max_steps // 20
-    decay_type = (fv.learning_rate_decay_type or "").strip().lower()
+    warmup_learning_rate = (fv.warmup_learning_rate if fv.warmup_learning_rate is not None
+                            else learning_rate * defaults.warmup_learning_rate_fraction)
+    decay_type = (fv.learning_rate_decay_type or defaults.decay_type).strip().lower()
     decay_span = max(1, max_steps - warmup_steps)
     decay_steps = fv.decay_steps if fv.decay_steps is not None else (
         decay_span if decay_type != "exponential" else max(1, decay_span // 100))
+    boundaries = parse_number_list(fv.stepwise_learning_rate_steps, "stepwise_learning_rate_steps", int)
+    levels = parse_number_list(fv.stepwise_learning_rate_levels, "stepwise_learning_rate_levels", float)
+    if decay_type == "stepwise" and not boundaries and not levels and defaults.stepwise_step_fractions:
+        boundaries = tuple(max(1, round(max_steps * f)) for f in defaults.stepwise_step_fractions)
+        levels = tuple(learning_rate * f for f in defaults.stepwise_level_factors)
     schedule = ScheduleConfig(
-        decay_type=decay_type, initial_learning_rate=learning_rate, warmup_learning_rate=fv.warmup_learning_rate,
+        decay_type=decay_type, initial_learning_rate=learning_rate, warmup_learning_rate=warmup_learning_rate,
         warmup_steps=warmup_steps, decay_steps=decay_steps, exponential_decay_rate=0.97,
-        stepwise_boundaries=parse_number_list(fv.stepwise_learning_rate_steps, "stepwise_learning_rate_steps", int),
-        stepwise_levels=parse_number_list(fv.stepwise_learning_rate_levels, "stepwise_learning_rate_levels", float))
+        stepwise_boundaries=boundaries, stepwise_levels=levels)
     validate_schedule(schedule)
 
     return JobConfig(
@@ -102,7 +112,7 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         job_dir=fv.job_dir, num_classes=num_classes, max_steps=max_steps, train_batch_size=batch,
         eval_batch_size=fv.eval_batch_size or batch, num_eval_images=fv.num_eval_images,
         train_steps_per_eval=fv.train_steps_per_eval, log_every_steps=fv.log_every_steps,
-        pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
+        weight_decay=fv.weight_decay, pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
         max_bad_image_fraction=fv.max_bad_image_fraction, seed=fv.seed,
         distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
         mixed_precision=(fv.mixed_precision or "auto").strip().lower(),

@@ -21,6 +21,24 @@ from algorithms.runtime.job_layout import join
 METRICS_FILE = "metrics.csv"
 
 
+def pyplot():
+    """matplotlib.pyplot on the headless backend (training machines have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def decode_for_display(encoded: bytes):
+    """Image bytes -> uint8 RGB array, for the report's sample grids."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+
+
 class TrainingReport:
     def __init__(self, report_dir: str, metric_name: str, enabled: bool):
         self.report_dir, self.metric_name, self.enabled = report_dir, metric_name, enabled

@@ -10,14 +10,21 @@ import keras
 import tensorflow as tf
 
 from algorithms.runtime.config import JobConfig
+from data.labels import LABELS_FILE_NAME
 
 
 class Task(abc.ABC):
     name: str
     metric_name: str  # reported to hypertune and used to pick the best model (higher is better)
+    # How eval_step outputs come back: "sum" adds them over replicas and batches (each input pipeline
+    # evaluates the whole set, the runtime divides by their number) and hands the sums to eval_metrics;
+    # "collect" hands every local replica's per-image outputs (numpy) to eval_collect, for metrics that
+    # need all predictions at once (COCO AP).
+    eval_outputs = "sum"
 
     def __init__(self, config: JobConfig):
         self.config = config
+        self.class_names: list[str] | None = None  # known in preflight() from --labels_file or labels.txt
 
     @abc.abstractmethod
     def preflight(self) -> None:
@@ -49,7 +56,15 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def eval_metrics(self, sums: dict) -> dict:
-        """Final metrics (floats) from the summed eval_step outputs; must contain metric_name."""
+        """Final metrics (floats) from the summed eval_step outputs (empty when eval_outputs is "collect");
+        must contain metric_name."""
+
+    def eval_begin(self) -> None:
+        """Called before each evaluation pass ("collect" tasks reset what they gathered)."""
+
+    def eval_collect(self, outputs: dict) -> None:
+        """One local replica's eval_step outputs as numpy arrays (only when eval_outputs is "collect")."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def serving_module(self, model: keras.Model) -> tf.Module:
@@ -63,8 +78,10 @@ class Task(abc.ABC):
         return {}
 
     def extra_export_files(self) -> dict:
-        """{file name: text} written beside the exported model (e.g. labels.txt)."""
-        return {}
+        """{file name: text} written beside the exported model: labels.txt when class names are known."""
+        if not self.class_names:
+            return {}
+        return {LABELS_FILE_NAME: "\n".join(self.class_names) + "\n"}
 
     def report_figures(self, serving_model) -> dict:
         """{file name: matplotlib Figure} for the training report; `serving_model` is the best model's

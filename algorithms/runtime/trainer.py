@@ -15,7 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from algorithms.runtime import hypertune_reporter, precision
-from algorithms.runtime.checkpoints import resolve_checkpoint_prefix
+from algorithms.runtime.checkpoints import resolve_checkpoint_prefix, trackable_variables
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import DataError, UserInputError, data_error_from_tf_message
 from algorithms.runtime.job_layout import JobLayout, is_chief
@@ -70,7 +70,7 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.best_metric = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_metric")
             self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+        self.checkpoint = tf.train.Checkpoint(model=trackable_variables(self.model), optimizer=self.optimizer,
                                               best_metric=self.best_metric, best_step=self.best_step)
         # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
         checkpoint_dir = self.layout.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
@@ -119,8 +119,10 @@ class Trainer:
 
         @tf.function
         def eval_batch(batch):
-            sums = strategy.run(lambda b: task.eval_step(model, b), args=(batch,))
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
+            outputs = strategy.run(lambda b: task.eval_step(model, b), args=(batch,))
+            if task.eval_outputs == "collect":
+                return strategy.experimental_local_results(outputs)
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
 
         return eval_batch
 
@@ -147,6 +149,14 @@ class Trainer:
 
         # Every input pipeline (worker) evaluates the whole set, so all of them run the same number of batches.
         dataset = self.strategy.distribute_datasets_from_function(eval_dataset)
+        if self.task.eval_outputs == "collect":
+            # Each worker's local replicas together see the whole set: no cross-worker gathering needed.
+            self.task.eval_begin()
+            with data_errors_as_user_errors():
+                for batch in dataset:
+                    for replica_outputs in self._eval_fn(batch):
+                        self.task.eval_collect({key: value.numpy() for key, value in replica_outputs.items()})
+            return self.task.eval_metrics({})
         sums = {}
         with data_errors_as_user_errors():
             for batch in dataset:

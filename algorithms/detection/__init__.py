@@ -1,0 +1,1 @@
+"""Object detection: RetinaNet with FPN or NAS-FPN."""

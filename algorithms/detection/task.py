@@ -1,0 +1,198 @@
+"""The detection task: what the shared runtime needs to train, evaluate (COCO AP) and export a RetinaNet."""
+
+import types
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from algorithms.detection import anchors as anchor_ops
+from algorithms.detection import report_figures
+from algorithms.detection.coco_metrics import CocoEvaluator
+from algorithms.detection.model import RetinaNet, model_anchors, postprocess
+from algorithms.detection.params import DetectionParams
+from algorithms.runtime.checkpoints import restore_matching
+from algorithms.runtime.config import JobConfig
+from algorithms.runtime.errors import UserInputError
+from algorithms.runtime.task import Task
+from data import detection_input, labels, record_pipeline, tfrecord_files
+from export.signatures import DetectionServing
+
+HUBER_DELTA = 0.1  # upstream RetinaNet's box loss
+
+
+def focal_loss(logits: tf.Tensor, targets: tf.Tensor, alpha: float, gamma: float) -> tf.Tensor:
+    """Element-wise sigmoid focal loss (Lin et al. 2017); targets are 0/1 of the logits' shape."""
+    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+    probabilities = tf.sigmoid(logits)
+    p_t = targets * probabilities + (1.0 - targets) * (1.0 - probabilities)
+    alpha_t = targets * alpha + (1.0 - targets) * (1.0 - alpha)
+    return alpha_t * tf.pow(1.0 - p_t, gamma) * cross_entropy
+
+
+class DetectionTask(Task):
+    name = "detection"
+    metric_name = "AP"
+    eval_outputs = "collect"
+
+    def __init__(self, config: JobConfig):
+        super().__init__(config)
+        self.params: DetectionParams = config.task_params
+        self.anchors = model_anchors(self.params)
+        self.train_counters = self.eval_counters = None  # made in preflight(), after the strategy exists
+        self.train_files: list[str] = []
+        self.eval_files: list[str] = []
+        self.evaluator = CocoEvaluator(config.num_classes, self.params.max_detections)
+        self.last_precision_at_50 = None
+
+    # --- checks before anything is written -------------------------------------------------------------
+    def preflight(self) -> None:
+        c, p = self.config, self.params
+        if p.padded_size != p.image_size:
+            logging.info("image_size %s is padded to %s, a multiple of 2^fpn_max_level=%d", p.image_size,
+                         p.padded_size, 2 ** p.max_level)
+        if p.auto_augmentation:
+            logging.info("auto_augmentation: AutoAugment detection policy v0")
+        self.train_counters = record_pipeline.RecordCounters("train")
+        self.eval_counters = record_pipeline.RecordCounters("eval")
+        self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
+        self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
+        for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
+            self._check_first_record(files, flag)
+        if c.num_eval_images:
+            available = tfrecord_files.count_records(self.eval_files, c.num_eval_images)
+            if available < c.num_eval_images:
+                raise UserInputError(
+                    f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
+                    f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
+        self.class_names = labels.load_class_names(c.labels_file, self.train_files, c.num_classes)
+        logging.info("data: %d training file(s), %d validation file(s); %d anchors per image", len(self.train_files),
+                     len(self.eval_files), len(self.anchors))
+
+    def _check_first_record(self, files: list[str], flag: str) -> None:
+        path, example = tfrecord_files.first_example(files, flag)
+        keys = tfrecord_files.example_feature_keys(example)
+        if "image/class/label" in keys and detection_input.LABEL_KEY not in keys:
+            raise UserInputError(f"record 0 of {path} is a classification record (image/class/label); the detection "
+                                 f"trainer needs boxes ({', '.join(detection_input.BOX_KEYS)}) and "
+                                 f"{detection_input.LABEL_KEY}. Use --task=classification for classification data")
+        if detection_input.IMAGE_KEY not in keys:
+            raise UserInputError(f"record 0 of {path} has no '{detection_input.IMAGE_KEY}' (it has: "
+                                 f"{', '.join(sorted(keys)) or 'nothing'})")
+
+    # --- model -------------------------------------------------------------------------------------------
+    def build_model(self) -> keras.Model:
+        return RetinaNet(self.params, self.config.num_classes, name="retinanet")
+
+    def warm_start(self, model: RetinaNet, checkpoint_prefix: str) -> None:
+        """The backbone must match; the feature network and subnets are taken too when their shapes match
+        (a detector of the same configuration), else they start fresh."""
+        restored, missing = restore_matching(model.backbone.variables, checkpoint_prefix)
+        if missing:
+            raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
+                                 f"--resnet_depth={self.params.resnet_depth} ({len(missing)} of "
+                                 f"{len(model.backbone.variables)} variables missing or of another shape, "
+                                 f"e.g. {missing[0]})")
+        rest = [v for v in model.variables if v.path not in set(restored)]
+        taken, fresh = restore_matching(rest, checkpoint_prefix)
+        logging.info("warm start from %s: backbone restored (%d variables); %d more restored, %d start fresh",
+                     checkpoint_prefix, len(restored), len(taken), len(fresh))
+
+    # --- data --------------------------------------------------------------------------------------------
+    def _assign_targets(self, boxes, labels_1_based):
+        return anchor_ops.assign_targets(tf.constant(self.anchors), boxes, labels_1_based)
+
+    def train_dataset(self, input_context):
+        p = self.params
+        augment = types.SimpleNamespace(random_flip=p.random_flip, scale_min=p.scale_min, scale_max=p.scale_max,
+                                        max_boxes=p.max_boxes_in_training, auto_augmentation=p.auto_augmentation)
+        return detection_input.build_dataset(
+            self.train_files, training=True, image_size=p.image_size, padded_size=p.padded_size,
+            batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
+            num_classes=self.config.num_classes, counters=self.train_counters, augment=augment,
+            assign_targets=self._assign_targets, seed=self.config.seed, input_context=input_context)
+
+    def eval_dataset(self, input_context):
+        self.eval_counters.reset()
+        return detection_input.build_dataset(
+            self.eval_files, training=False, image_size=self.params.image_size, padded_size=self.params.padded_size,
+            batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),
+            num_classes=self.config.num_classes, counters=self.eval_counters,
+            num_records=self.config.num_eval_images, input_context=input_context)
+
+    def skipped_record_counts(self) -> dict:
+        return {"train": self.train_counters.read(), "eval": self.eval_counters.read()}
+
+    # --- loss and metrics --------------------------------------------------------------------------------
+    def compute_loss(self, model, batch):
+        """Focal loss over all non-ignored anchors plus detection_loss_weight x Huber loss over the positive
+        ones, both divided by the number of positive anchors in the replica's batch (+1), as upstream."""
+        images, (class_targets, box_targets) = batch
+        outputs = model(images, training=True)
+        p = self.params
+        positive = tf.cast(class_targets > 0, tf.float32)  # [b, A]
+        not_ignored = tf.cast(class_targets >= 0, tf.float32)
+        one_hot = tf.one_hot(class_targets - 1, self.config.num_classes)  # background and ignored -> zeros
+        class_loss = tf.reduce_sum(
+            focal_loss(outputs["class_logits"], one_hot, p.focal_loss_alpha, p.focal_loss_gamma), axis=-1)
+        class_loss = tf.reduce_sum(class_loss * not_ignored, axis=-1)
+        # Huber averaged over the 4 coordinates = upstream's sum divided by 4 * positives.
+        box_loss = keras.losses.huber(box_targets, outputs["box_deltas"], delta=HUBER_DELTA)
+        box_loss = tf.reduce_sum(box_loss * positive, axis=-1)
+        batch_size = tf.cast(tf.shape(images)[0], tf.float32)
+        normalizer = (tf.reduce_sum(positive) + 1.0) / batch_size
+        per_example = (class_loss + p.box_loss_weight * box_loss) / normalizer
+        kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
+        regularization = self.config.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+        return per_example, regularization
+
+    def detect(self, model, images, scaled_sizes) -> dict:
+        return postprocess(model(images, training=False), tf.constant(self.anchors), scaled_sizes, self.params)
+
+    def eval_step(self, model, batch):
+        images, scaled_sizes, original_sizes, gt_boxes, gt_labels, gt_crowd, gt_areas, weights = batch
+        detections = self.detect(model, images, scaled_sizes)
+        return {**detections, "original_sizes": original_sizes, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
+                "gt_crowd": gt_crowd, "gt_areas": gt_areas, "weights": weights}
+
+    def eval_begin(self) -> None:
+        self.evaluator.reset()
+
+    def eval_collect(self, outputs: dict) -> None:
+        self.evaluator.add_batch(outputs)
+
+    def eval_metrics(self, sums: dict) -> dict:
+        count = len(self.evaluator.images)
+        if count == 0:
+            raise UserInputError(f"no validation image could be decoded from --validation_data_path="
+                                 f"{self.config.validation_data_path}")
+        metrics = self.evaluator.result()
+        self.last_precision_at_50 = self.evaluator.precision_at_50
+        return {**metrics, "eval_images": count}
+
+    # --- export ------------------------------------------------------------------------------------------
+    def serving_module(self, model) -> tf.Module:
+        return DetectionServing(model, lambda images, sizes: self.detect(model, images, sizes), self.params.image_size,
+                                self.params.padded_size, self.class_names)
+
+
+    # --- report ------------------------------------------------------------------------------------------
+    def _display_names(self) -> list[str]:
+        return self.class_names or [str(label) for label in range(1, self.config.num_classes + 1)]
+
+    def report_figures(self, serving_model) -> dict:
+        figures = {}
+        if self.last_precision_at_50 is not None:
+            figures["precision_recall.png"] = report_figures.precision_recall_figure(self.last_precision_at_50)
+        if serving_model is not None:
+            serve = self.serving_module(serving_model).serve
+            figures["predictions.png"] = report_figures.detections_figure(
+                report_figures.prediction_samples(serve, self.eval_files), self._display_names())
+        return figures
+
+    def report_tables(self) -> dict:
+        if self.last_precision_at_50 is None:
+            return {}
+        rows = "\n".join(f"{r / 100:.2f},{p:.4f}" for r, p in enumerate(np.asarray(self.last_precision_at_50)))
+        return {"precision_recall_iou50.csv": "recall,precision\n" + rows + "\n"}
