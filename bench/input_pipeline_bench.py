@@ -1,7 +1,7 @@
 """Training images/s with the real TFRecord pipeline vs. the same model fed synthetic in-memory tensors.
 
-Both run in one process, alternating in rounds (the machines are shared and noisy), through the trainer's own
-compiled training function; the report is the ratio of medians. Target: >= 0.95.
+Both run in one process, alternating in rounds, through the trainer's own compiled training function
+(bench/training_throughput.py); the report is the ratio of medians. Target: >= 0.95.
 
 Data: real photos bundled with scikit-image, cut into 160x160 JPEG crops (larger than the training size, so
 every step decodes, crops and resizes as in real use).
@@ -12,17 +12,15 @@ every step decodes, crops and resizes as in real use).
 import argparse
 import io
 import os
-import statistics
 import sys
 import tempfile
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
+from training_throughput import build_trainer, devices, print_comparison, real_vs_synthetic  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "brick", "grass", "gravel", "cat", "hubble_deep_field")
 
@@ -61,45 +59,16 @@ def main():
     parser.add_argument("--images", type=int, default=512)
     args = parser.parse_args()
 
-    from algorithms import registry
-    from algorithms.runtime.strategy import choose_strategy
-    from algorithms.runtime.trainer import Trainer
-
     workdir = tempfile.mkdtemp(prefix="pipeline-bench-")
     records = build_photo_records(workdir, args.images)
-    config = registry.parse_job_config([
+    task, trainer, strategy = build_trainer([
         f"--training_data_path={records}", f"--validation_data_path={records}", f"--job_dir={workdir}/job",
         "--num_classes=10", "--max_steps=1000000", f"--model_type={args.model_type}",
         f"--image_size={args.image_size}", f"--train_batch_size={args.batch}", "--seed=0"])
-    task = registry.TASK_SPECS[config.task].make_task(config)
-    strategy = choose_strategy(config.distribution_strategy)
-    task.preflight()
-    trainer = Trainer(task, config, strategy)
-
-    real = iter(strategy.distribute_datasets_from_function(task.train_dataset))
-    # The same batch shapes and values, held in memory: no reading, decoding or augmentation per step.
-    images, labels = next(iter(task.train_dataset(tf.distribute.InputContext())))
-    synthetic = iter(strategy.distribute_datasets_from_function(
-        lambda _: tf.data.Dataset.from_tensors((images, labels)).repeat()))
-
-    def images_per_second(iterator):
-        started = time.perf_counter()
-        float(trainer._train_fn(iterator, tf.constant(args.steps)))
-        return args.steps * args.batch / (time.perf_counter() - started)
-
-    images_per_second(real)  # trace and warm both paths
-    images_per_second(synthetic)
-    results = {"real": [], "synthetic": []}
-    for _ in range(args.rounds):
-        results["real"].append(images_per_second(real))
-        results["synthetic"].append(images_per_second(synthetic))
-    real_rate, synthetic_rate = statistics.median(results["real"]), statistics.median(results["synthetic"])
+    result = real_vs_synthetic(task, trainer, strategy, args.batch, args.steps, args.rounds)
     print(f"config: {args.model_type} {args.image_size}px batch {args.batch}, {args.rounds} rounds x "
-          f"{args.steps} steps, {os.cpu_count()} CPUs, devices: "
-          f"{[d.name for d in tf.config.list_logical_devices() if d.device_type != 'CPU'] or 'CPU only'}")
-    print(f"real TFRecord pipeline: {real_rate:.1f} images/s  (rounds: {', '.join(f'{r:.1f}' for r in results['real'])})")
-    print(f"synthetic in-memory:    {synthetic_rate:.1f} images/s  (rounds: {', '.join(f'{r:.1f}' for r in results['synthetic'])})")
-    print(f"ratio real/synthetic: {real_rate / synthetic_rate:.3f} (target >= 0.95)")
+          f"{args.steps} steps, {devices()}")
+    print_comparison(result, target=0.95)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,10 @@ def _eval_example(encoded, features, image_size, padded_size):
     image, scaled_size = image_ops.resize_to_fit(image, image_size)
     area = features[AREA_KEY]
     area = tf.cond(tf.size(area) > 0, lambda: area, lambda: -tf.ones_like(boxes[:, 0]))
+    # One label-0 (padding) row more: a batch whose images all lack boxes would have a zero-sized dimension,
+    # and tf.data 2.21 crashes (segfault) batching such batches again in full_batches_with_weights.
+    boxes, labels, crowd, area = (tf.concat([t, tf.zeros([1, *t.shape[1:]], t.dtype)], 0)
+                                  for t in (boxes, labels, crowd, area))
     return (image_ops.pad_to_size(image, padded_size), scaled_size, original_size, boxes, labels, crowd, area)
 
 
@@ -157,8 +161,8 @@ def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded
             return (tf.zeros([height, width, 3]), *anchors)
     else:
         def blank():
-            return (tf.zeros([height, width, 3]), tf.ones([2]), tf.ones([2]), tf.zeros([0, 4]),
-                    tf.zeros([0], tf.int32), tf.zeros([0], tf.int32), tf.zeros([0]))
+            return (tf.zeros([height, width, 3]), tf.ones([2]), tf.ones([2]), tf.zeros([1, 4]),
+                    tf.zeros([1], tf.int32), tf.zeros([1], tf.int32), tf.zeros([1]))
 
     def parse_and_decode(path, index, serialized):
         features = _parse(serialized)

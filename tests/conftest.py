@@ -23,6 +23,15 @@ def digits(tmp_path_factory):
     return build_digits(str(tmp_path_factory.mktemp("digits")), image_size=32)
 
 
+@pytest.fixture(scope="session")
+def digit_detection(tmp_path_factory):
+    """Real digit scans pasted at known boxes onto real photos: 128 px, 3 classes."""
+    from data.sample_data import build_digit_detection
+
+    return build_digit_detection(str(tmp_path_factory.mktemp("digit_detection")), image_size=128, num_train=480,
+                                 num_validation=60)
+
+
 def run_entrypoint(args, env_extra=None, timeout=300):
     """Runs `python entrypoint.py ARGS` as users do; returns the CompletedProcess (stderr holds the log)."""
     env = {**os.environ, **(env_extra or {})}

@@ -43,12 +43,6 @@ def test_routing_decisions(digits):
     assert registry.choose_task(None, {"num_classes"}, digits["train"])[0] == "classification"
 
 
-def test_detection_is_refused_clearly_until_it_lands(digits):
-    with pytest.raises(UserInputError, match="detection algorithm was chosen .*--fpn_type"):
-        registry.parse_job_config([f"--training_data_path={digits['train']}", "--fpn_type=nasfpn",
-                                   "--num_classes=3", "--max_steps=1"])
-
-
 def test_help_documents_every_flag(capsys):
     assert entrypoint.main(["--help"]) == 0
     text = capsys.readouterr().out

@@ -1,5 +1,7 @@
 """Mixed precision: the policy choice per device, and real training + a float32 export under each policy."""
 
+import logging
+
 import pytest
 import tensorflow as tf
 
@@ -31,8 +33,13 @@ def test_training_under_mixed_precision_exports_a_float32_model(digits, tmp_path
     args = [f"--training_data_path={digits['train']}", f"--validation_data_path={digits['validation']}",
             f"--job_dir={tmp_path / 'job'}", "--num_classes=10", "--max_steps=3", "--train_steps_per_eval=3",
             f"--mixed_precision={precision}", *FAST_FLAGS]
-    with caplog.at_level("INFO"):
-        summary = registry.run_job(registry.parse_job_config(args))
+    absl_logger = logging.getLogger("absl")  # absl may stop propagating to the root logger after a first job
+    absl_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO"), caplog.at_level("INFO", logger="absl"):
+            summary = registry.run_job(registry.parse_job_config(args))
+    finally:
+        absl_logger.removeHandler(caplog.handler)
     assert f"precision: mixed_{precision}" in caplog.text
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the job
     assert all(loss == loss for _, loss in summary.losses)  # finite (NaN != NaN)

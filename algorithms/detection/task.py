@@ -53,7 +53,8 @@ class DetectionTask(Task):
             logging.info("image_size %s is padded to %s, a multiple of 2^fpn_max_level=%d", p.image_size,
                          p.padded_size, 2 ** p.max_level)
         if p.auto_augmentation:
-            logging.info("auto_augmentation: AutoAugment detection policy v0")
+            raise UserInputError("--auto_augmentation=true is not available in this build; leave it out (the "
+                                 "flip and --aug_scale_min/--aug_scale_max jitter still apply)")
         self.train_counters = record_pipeline.RecordCounters("train")
         self.eval_counters = record_pipeline.RecordCounters("eval")
         self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")

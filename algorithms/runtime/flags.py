@@ -99,7 +99,10 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
     boundaries = parse_number_list(fv.stepwise_learning_rate_steps, "stepwise_learning_rate_steps", int)
     levels = parse_number_list(fv.stepwise_learning_rate_levels, "stepwise_learning_rate_levels", float)
     if decay_type == "stepwise" and not boundaries and not levels and defaults.stepwise_step_fractions:
-        boundaries = tuple(max(1, round(max_steps * f)) for f in defaults.stepwise_step_fractions)
+        boundaries = []
+        for fraction in defaults.stepwise_step_fractions:  # increasing even for a tiny max_steps
+            boundaries.append(max(round(max_steps * fraction), boundaries[-1] + 1 if boundaries else 1))
+        boundaries = tuple(boundaries)
         levels = tuple(learning_rate * f for f in defaults.stepwise_level_factors)
     schedule = ScheduleConfig(
         decay_type=decay_type, initial_learning_rate=learning_rate, warmup_learning_rate=warmup_learning_rate,

@@ -1,0 +1,334 @@
+"""Converts images + labels (or boxes) into the TFRecords the trainers read, on Apache Beam.
+
+The interface of Google's tensorflow/tpu tools/datasets/jpeg_to_tf_record.py (which no longer runs on
+Python 3), plus three more layouts:
+
+    # classification, image_path,label CSVs (the reference script's flags)
+    python -m data.jpeg_to_tf_record --train_csv=train.csv --validation_csv=eval.csv \\
+        [--labels_file=labels.txt] --output_dir=OUT [--project_id=P] [--runner=DirectRunner|DataflowRunner]
+    # classification, one sub-folder per class (SageMaker's layout), seeded train/validation split
+    python -m data.jpeg_to_tf_record --image_folders=photos/ --validation_fraction=0.1 --output_dir=OUT
+    # detection, COCO instances JSON (labels = category ids, as create_coco_tf_record.py writes them)
+    python -m data.jpeg_to_tf_record --train_coco_json=instances_train.json --train_image_dir=train/ \\
+        --validation_coco_json=instances_val.json --validation_image_dir=val/ --output_dir=OUT
+    # detection, path,label,xmin,ymin,xmax,ymax CSVs
+    python -m data.jpeg_to_tf_record --train_boxes_csv=train.csv --validation_boxes_csv=val.csv \\
+        --box_coordinates=normalized|pixels --output_dir=OUT
+
+Output in OUT: train-SSSSS-of-NNNNN, validation-SSSSS-of-NNNNN (tf.train.Example, the documented keys,
+1-based labels), labels.txt (line i = label i+1), rejected.csv (split, origin, path, reason, detail).
+Every image is decoded once, to check it and read its size. JPEG files (RGB or grayscale) keep their bytes;
+anything else (PNG, CMYK or RGBA JPEG, ...) is converted to RGB (transparency on white) and stored as JPEG
+quality 95. Missing or corrupt files, unknown labels and bad boxes are counted (Beam metrics) and listed in
+rejected.csv, never dropped silently; a summary prints counts per class and per rejection reason.
+Other arguments (--project, --region, --temp_location, --direct_num_workers, ...) go to Beam's
+PipelineOptions as they are.
+"""
+
+import argparse
+import io
+import math
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from PIL import Image, UnidentifiedImageError
+
+from data import image_sources
+from data.image_sources import SPLITS, SourceError, SourceImage
+
+METRICS_NAMESPACE = "jpeg_to_tf_record"
+REJECTED_FILE = "rejected.csv"
+REJECTED_HEADER = "split,origin,path,reason,detail"
+JPEG_QUALITY = 95
+BOX_TOLERANCE = 0.01  # normalized coordinates this far outside [0, 1] are rounding, clipped; further is an error
+TARGET_SHARD_BYTES = 150 * 2 ** 20
+SIZE_SAMPLE = 1000  # files whose sizes are read to estimate the output size
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with FileSystems.open(path) as handle:
+            return handle.read()
+    except Exception as error:  # the filesystem's own not-found / permission error
+        raise Rejected("missing_file", str(error).splitlines()[0][:300]) from None
+
+
+def _decode(encoded: bytes) -> tuple[bytes, int, int, str]:
+    """(bytes to store, height, width, how it was stored): JPEG RGB/grayscale bytes as they are, the rest as RGB
+    JPEG."""
+    try:
+        image = Image.open(io.BytesIO(encoded))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise Rejected("corrupt_image", str(error).splitlines()[0][:300]) from None
+    width, height = image.size
+    if image.format == "JPEG" and image.mode in ("RGB", "L"):
+        return encoded, height, width, "kept"
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))
+    else:
+        rgb = image.convert("RGB")
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue(), height, width, f"reencoded_{image.format or 'unknown'}_{image.mode}".lower()
+
+
+def _normalized_box(obj, height: int, width: int, pixels: bool) -> tuple:
+    ymin, xmin, ymax, xmax = obj.box
+    if pixels:
+        ymin, ymax, xmin, xmax = ymin / height, ymax / height, xmin / width, xmax / width
+    if not all(math.isfinite(v) for v in (ymin, xmin, ymax, xmax)) or ymin >= ymax or xmin >= xmax:
+        raise Rejected("invalid_box", f"box {obj.box} of '{obj.label}' has min >= max")
+    if min(ymin, xmin) < -BOX_TOLERANCE or max(ymax, xmax) > 1 + BOX_TOLERANCE:
+        unit = "pixels" if pixels else "normalized"
+        raise Rejected("box_outside_image", f"box {obj.box} ({unit}) of '{obj.label}' lies outside the "
+                                            f"{width}x{height} image")
+    return tuple(min(max(v, 0.0), 1.0) for v in (ymin, xmin, ymax, xmax))
+
+
+class ConvertImage(beam.DoFn):
+    """SourceImage -> serialized tf.train.Example, or a rejection row on the `rejected` output."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, labels: list[str]):
+        self._labels = labels
+
+    def setup(self):
+        from data import example_codec  # imports TensorFlow: once per worker, not at pipeline construction
+
+        self._codec = example_codec
+        self._label_ids = {name: index + 1 for index, name in enumerate(self._labels)}
+
+    def process(self, item: SourceImage):
+        try:
+            if item.problem:
+                raise Rejected(*item.problem)
+            labels = [item.label] if not item.detection else [obj.label for obj in item.objects]
+            for name in labels:
+                if name not in self._label_ids:
+                    raise Rejected("unknown_label", f"label '{name}' is not in the labels file")
+            encoded, height, width, stored = _decode(_read_bytes(item.path))
+            file_name = item.path.rpartition("/")[2]
+            if item.detection:
+                boxes = [_normalized_box(obj, height, width, item.pixels) for obj in item.objects]
+                areas = [obj.area if obj.area is not None else
+                         (b[2] - b[0]) * height * (b[3] - b[1]) * width for obj, b in zip(item.objects, boxes)]
+                example = self._codec.detection_example(
+                    encoded, boxes, [self._label_ids[name] for name in labels], height=height, width=width,
+                    image_format="jpeg", source_id=item.source_id or file_name, filename=file_name,
+                    class_names=labels, is_crowd=[obj.is_crowd for obj in item.objects], areas=areas)
+            else:
+                example = self._codec.classification_example(
+                    encoded, self._label_ids[item.label], height=height, width=width, image_format="JPEG",
+                    filename=file_name, synset=item.label)
+        except Rejected as rejection:
+            Metrics.counter(METRICS_NAMESPACE, f"{item.split}/rejected/{rejection.reason}").inc()
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _csv_row(
+                [item.split, item.origin, item.path, rejection.reason, rejection.detail]))
+            return
+        Metrics.counter(METRICS_NAMESPACE, f"{item.split}/written").inc()
+        for name in (labels if item.detection else [item.label]):
+            Metrics.counter(METRICS_NAMESPACE, f"{item.split}/class/{name}").inc()
+        if stored != "kept":
+            Metrics.counter(METRICS_NAMESPACE, f"{item.split}/{stored}").inc()
+        yield example.SerializeToString(deterministic=True)  # map keys sorted: the same bytes in every process
+
+
+def _csv_row(fields) -> str:
+    import csv
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
+def estimate_shards(items: list[SourceImage], target_bytes: int = TARGET_SHARD_BYTES) -> int:
+    """Shards of about target_bytes, from the listed files' sizes (a sample of them for large inputs)."""
+    paths = [item.path for item in items if not item.problem]
+    if not paths:
+        return 1
+    step = max(1, len(paths) // SIZE_SAMPLE)
+    sample = paths[::step]
+    sizes = []
+    for result in FileSystems.match(sample):
+        sizes.extend(metadata.size_in_bytes for metadata in result.metadata_list)
+    if not sizes:
+        return 1
+    estimated_total = sum(sizes) / len(sizes) * len(paths)
+    return max(1, math.ceil(estimated_total / target_bytes))
+
+
+def remove_previous_output(output_dir: str) -> None:
+    """Old shards of another count would mix with the new ones under train-*: remove ours, nothing else."""
+    patterns = [f"{output_dir}/{split}-?????-of-?????" for split in SPLITS] + [f"{output_dir}/{REJECTED_FILE}"]
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="Local folder or gs:// prefix for the TFRecords.")
+    parser.add_argument("--train_csv", help="Classification: image_path,label lines for training.")
+    parser.add_argument("--validation_csv", help="Classification: image_path,label lines for validation.")
+    parser.add_argument("--image_folders", help="Classification: a folder with one sub-folder of images per class.")
+    parser.add_argument("--validation_fraction", type=float, default=0.1,
+                        help="--image_folders: share of each class held out for validation (by path hash).")
+    parser.add_argument("--split_seed", type=int, default=0, help="--image_folders: seed of the split.")
+    parser.add_argument("--train_coco_json", help="Detection: COCO instances JSON for training.")
+    parser.add_argument("--train_image_dir", default="", help="Folder the training JSON's file_names are in.")
+    parser.add_argument("--validation_coco_json", help="Detection: COCO instances JSON for validation.")
+    parser.add_argument("--validation_image_dir", default="", help="Folder the validation JSON's file_names are in.")
+    parser.add_argument("--train_boxes_csv", help="Detection: path,label,xmin,ymin,xmax,ymax rows for training.")
+    parser.add_argument("--validation_boxes_csv", help="Detection: the same for validation.")
+    parser.add_argument("--box_coordinates", choices=("normalized", "pixels"), default="normalized",
+                        help="--*_boxes_csv: coordinates in [0, 1] or in pixels of the image.")
+    parser.add_argument("--labels_file", help="One class name per line (label = line + 1); derived (sorted "
+                                              "unique names) and written to OUTPUT_DIR/labels.txt when left out.")
+    parser.add_argument("--project_id", help="Google Cloud project (DataflowRunner).")
+    parser.add_argument("--runner", help="DirectRunner or DataflowRunner; default Dataflow for gs:// output.")
+    parser.add_argument("--num_shards", type=int, default=0, help="Shards per split; 0 sizes them at ~150 MB.")
+    return parser.parse_known_args(argv)
+
+
+def read_sources(args) -> tuple[list[SourceImage], list[str] | None]:
+    """All listed images of both splits and, for COCO, its label list."""
+    layouts = {"csv": args.train_csv or args.validation_csv, "folders": args.image_folders,
+               "coco": args.train_coco_json or args.validation_coco_json,
+               "boxes": args.train_boxes_csv or args.validation_boxes_csv}
+    chosen = [name for name, given in layouts.items() if given]
+    if len(chosen) != 1:
+        raise SourceError("give exactly one input layout: --train_csv/--validation_csv, --image_folders, "
+                          "--train_coco_json/--validation_coco_json or --train_boxes_csv/--validation_boxes_csv"
+                          + (f" (got {', '.join(chosen)})" if chosen else ""))
+    layout = chosen[0]
+    if layout == "folders":
+        return image_sources.read_class_folders(args.image_folders, args.validation_fraction, args.split_seed), None
+    items, coco_categories = [], {}
+    for split in SPLITS:
+        if layout == "csv" and getattr(args, f"{split}_csv"):
+            items += image_sources.read_classification_csv(getattr(args, f"{split}_csv"), split)
+        elif layout == "boxes" and getattr(args, f"{split}_boxes_csv"):
+            items += image_sources.read_boxes_csv(getattr(args, f"{split}_boxes_csv"), split,
+                                                  args.box_coordinates == "pixels")
+        elif layout == "coco" and getattr(args, f"{split}_coco_json"):
+            listed, categories = image_sources.read_coco(getattr(args, f"{split}_coco_json"),
+                                                         getattr(args, f"{split}_image_dir"), split)
+            items += listed
+            coco_categories.update(categories)
+    return items, image_sources.coco_labels(coco_categories) if coco_categories else None
+
+
+def resolve_labels(args, items, coco_labels) -> list[str]:
+    if args.labels_file:
+        names = [line.strip() for line in image_sources.read_text(args.labels_file).splitlines() if line.strip()]
+    else:
+        names = coco_labels or image_sources.derive_labels(items)
+    if len(set(names)) != len(names):
+        raise SourceError(f"the class names {names} repeat a name; each class needs its own line")
+    if not names:
+        raise SourceError("no class names: the input lists no labels and no --labels_file was given")
+    return names
+
+
+def pipeline_options(args, beam_args) -> PipelineOptions:
+    runner = args.runner or ("DataflowRunner" if args.output_dir.startswith("gs://") else "DirectRunner")
+    options = {"runner": runner}
+    if runner == "DataflowRunner":
+        import os
+
+        options.update(job_name=f"preprocess-images-{time.strftime('%y%m%d-%H%M%S')}",
+                       temp_location=f"{args.output_dir}/tmp", staging_location=f"{args.output_dir}/tmp/staging",
+                       # Workers need this repository's data package (and TensorFlow for tf.train.Example).
+                       setup_file=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                               "setup.py"))
+        if args.project_id:
+            options["project"] = args.project_id
+    # Explicit Beam arguments (e.g. --temp_location, --setup_file, --sdk_container_image) win over these defaults.
+    return PipelineOptions(beam_args, **{k: v for k, v in options.items()
+                                         if not any(a.startswith(f"--{k}") for a in beam_args)})
+
+
+def build_pipeline(pipeline, items: list[SourceImage], labels: list[str], output_dir: str, num_shards: int):
+    rejected = []
+    for split in SPLITS:
+        split_items = [item for item in items if item.split == split]
+        if not split_items:
+            continue
+        converted = (pipeline
+                     | f"List {split}" >> beam.Create(split_items, reshuffle=True)
+                     | f"Convert {split}" >> beam.ParDo(ConvertImage(labels)).with_outputs(
+                         ConvertImage.REJECTED, main="examples"))
+        converted.examples | f"Write {split}" >> beam.io.WriteToTFRecord(
+            f"{output_dir}/{split}", num_shards=num_shards or estimate_shards(split_items))
+        rejected.append(converted[ConvertImage.REJECTED])
+    (tuple(rejected) | "All rejections" >> beam.Flatten()
+     | "Write rejections" >> beam.io.WriteToText(f"{output_dir}/{REJECTED_FILE}", shard_name_template="",
+                                                 header=REJECTED_HEADER))
+
+
+def summarize(result) -> dict[str, int]:
+    """{counter name: value} of this run's Beam metrics (committed where the runner has them)."""
+    counts = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counts[counter.key.metric.name] = counts.get(counter.key.metric.name, 0) + int(value or 0)
+    return counts
+
+
+def print_summary(counts: dict[str, int], listed: dict[str, int], output_dir: str) -> None:
+    for split in SPLITS:
+        if not listed.get(split):
+            continue
+        written = counts.get(f"{split}/written", 0)
+        print(f"{split}: {written} of {listed[split]} images written")
+        for kind in ("class", "rejected"):
+            for name, value in sorted(counts.items()):
+                if name.startswith(f"{split}/{kind}/"):
+                    print(f"  {kind} {name.split('/', 2)[2]}: {value}")
+        for name, value in sorted(counts.items()):
+            if name.startswith(f"{split}/reencoded_"):
+                print(f"  stored as JPEG ({name.split('/', 1)[1][len('reencoded_'):]}): {value}")
+    if any("/rejected/" in name for name in counts):
+        print(f"rejected images and why: {output_dir}/{REJECTED_FILE}")
+
+
+def main(argv=None) -> int:
+    args, beam_args = _parse_args(sys.argv[1:] if argv is None else argv)
+    output_dir = args.output_dir.rstrip("/")
+    try:
+        items, coco_labels = read_sources(args)
+        labels = resolve_labels(args, items, coco_labels)
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    remove_previous_output(output_dir)
+    with FileSystems.create(f"{output_dir}/labels.txt") as handle:
+        handle.write(("\n".join(labels) + "\n").encode())
+    listed = {split: sum(item.split == split for item in items) for split in SPLITS}
+    print(f"listed {listed['train']} training and {listed['validation']} validation images, {len(labels)} classes")
+    pipeline = beam.Pipeline(options=pipeline_options(args, beam_args))
+    build_pipeline(pipeline, items, labels, output_dir, args.num_shards)
+    result = pipeline.run()
+    result.wait_until_finish()
+    print_summary(summarize(result), listed, output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

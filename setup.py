@@ -1,0 +1,24 @@
+"""Packages this repository for Dataflow workers: `python -m data.jpeg_to_tf_record ... --runner=DataflowRunner`
+passes it as --setup_file so the workers get the data package and what the converter needs there."""
+
+import os
+
+import setuptools
+
+# Only what the conversion step runs on a worker (Beam itself is already there); versions from the one pin list.
+WORKER_PACKAGES = ("tensorflow", "pillow", "absl-py", "pyyaml")
+
+
+def _pins() -> list[str]:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")) as handle:
+        lines = [line.split("#")[0].strip() for line in handle]
+    return [line for line in lines if line.split("==")[0].split("[")[0] in WORKER_PACKAGES]
+
+
+setuptools.setup(
+    name="open-image-algorithms",
+    version="0.1.0",
+    packages=setuptools.find_packages(include=["data", "algorithms", "algorithms.*", "export"]),
+    install_requires=_pins(),
+    python_requires=">=3.11",
+)
