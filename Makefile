@@ -51,6 +51,7 @@ test: venv
 bench: venv
 	$(PY) bench/input_pipeline_bench.py
 	$(PY) bench/detection_bench.py
+	$(PY) bench/converter_bench.py
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile

@@ -5,8 +5,9 @@ import os
 
 import setuptools
 
-# Only what the conversion step runs on a worker (Beam itself is already there); versions from the one pin list.
-WORKER_PACKAGES = ("tensorflow", "pillow", "absl-py", "pyyaml")
+# Only what the conversion step runs on a worker (Beam and protobuf are already there; TensorFlow is not
+# needed, see data/example_codec.py); versions from the one pin list.
+WORKER_PACKAGES = ("pillow",)
 
 
 def _pins() -> list[str]:
@@ -18,7 +19,7 @@ def _pins() -> list[str]:
 setuptools.setup(
     name="open-image-algorithms",
     version="0.1.0",
-    packages=setuptools.find_packages(include=["data", "algorithms", "algorithms.*", "export"]),
+    packages=["data"],
     install_requires=_pins(),
     python_requires=">=3.11",
 )

@@ -1,6 +1,7 @@
 """Images/s converting the same real JPEGs + CSV to TFRecords: ours (python -m data.jpeg_to_tf_record) vs. a
 Python 3 port of the reference script's per-image logic (tensorflow/tpu tools/datasets/jpeg_to_tf_record.py),
-both on Beam's DirectRunner with the same process layout (default: 2 worker processes), in one run. Target >= 2x.
+both on Beam's DirectRunner with the same layout (2 workers, as threads and as processes), in one run.
+Target >= 2x.
 
 The reference port keeps what the original does per image: read the file with gfile, build a new TF1 graph
 and Session, decode the JPEG to RGB with TensorFlow only to check it and read its size, and serialize a
@@ -8,7 +9,7 @@ tf.train.Example with the original bytes. Ours decodes with Pillow in a worker t
 Each side runs as its own `python` process, so start-up (Beam + TF import, worker spawn) counts for both;
 rounds alternate the two and the report takes medians.
 
-    python bench/converter_bench.py [--images=500 --workers=2 --rounds=2]
+    python bench/converter_bench.py [--images=500 --workers=2 --rounds=2 --modes=multi_threading,multi_processing]
 """
 
 import argparse
@@ -114,6 +115,7 @@ def main():
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default="multi_threading,multi_processing", help="direct_running_mode values")
     parser.add_argument("--reference_only", nargs=3, metavar=("CSV", "LABELS", "OUT"), help=argparse.SUPPRESS)
     args, beam_args = parser.parse_known_args()
     if args.reference_only:
@@ -123,27 +125,28 @@ def main():
     root = tempfile.mkdtemp(prefix="converter-bench-")
     csv_path = build_jpegs(root, args.images)
     labels_path = os.path.join(root, "labels.txt")
-    layout = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
-    commands = {
-        "ours": [sys.executable, "-m", "data.jpeg_to_tf_record", f"--train_csv={csv_path}",
-                 f"--labels_file={labels_path}", f"--output_dir={root}/ours", *layout],
-        "reference port": [sys.executable, os.path.abspath(__file__), "--reference_only", csv_path, labels_path,
-                           f"{root}/reference", *layout],
-    }
-    seconds = {name: [] for name in commands}
-    for _ in range(args.rounds):
-        for name, command in commands.items():
-            seconds[name].append(timed(command))
-    for name, output in (("ours", "ours"), ("reference port", "reference")):
-        written = count_records(f"{root}/{output}")
-        assert written == args.images, f"{name} wrote {written} of {args.images} records"
-    rates = {name: args.images / statistics.median(times) for name, times in seconds.items()}
-    print(f"{args.images} JPEGs (240x320, scikit-image photos), DirectRunner multi_processing x{args.workers}, "
+    print(f"{args.images} JPEGs (240x320, scikit-image photos), DirectRunner with {args.workers} workers, "
           f"{args.rounds} rounds, {os.cpu_count()} CPUs; wall time per run includes process start-up")
-    for name, times in seconds.items():
-        print(f"  {name:15s} {rates[name]:7.1f} images/s  (runs: {', '.join(f'{t:.1f}s' for t in times)})")
-    print(f"  ratio ours/reference port: {rates['ours'] / rates['reference port']:.2f}x (target >= 2x)")
-
+    for mode in args.modes.split(","):
+        layout = [f"--direct_num_workers={args.workers}", f"--direct_running_mode={mode}"]
+        commands = {
+            "ours": [sys.executable, "-m", "data.jpeg_to_tf_record", f"--train_csv={csv_path}",
+                     f"--labels_file={labels_path}", f"--output_dir={root}/ours", *layout],
+            "reference port": [sys.executable, os.path.abspath(__file__), "--reference_only", csv_path,
+                               labels_path, f"{root}/reference", *layout],
+        }
+        seconds = {name: [] for name in commands}
+        for _ in range(args.rounds):
+            for name, command in commands.items():
+                seconds[name].append(timed(command))
+        for name, output in (("ours", "ours"), ("reference port", "reference")):
+            written = count_records(f"{root}/{output}")
+            assert written == args.images, f"{name} wrote {written} of {args.images} records"
+        rates = {name: args.images / statistics.median(times) for name, times in seconds.items()}
+        print(f"{mode}:")
+        for name, times in seconds.items():
+            print(f"  {name:15s} {rates[name]:7.1f} images/s  (runs: {', '.join(f'{t:.1f}s' for t in times)})")
+        print(f"  ratio ours/reference port: {rates['ours'] / rates['reference port']:.2f}x (target >= 2x)")
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, UnidentifiedImageError
 
-from data import image_sources
+from data import example_codec, image_sources
 from data.image_sources import SPLITS, SourceError, SourceImage
 
 METRICS_NAMESPACE = "jpeg_to_tf_record"
@@ -108,9 +108,6 @@ class ConvertImage(beam.DoFn):
         self._labels = labels
 
     def setup(self):
-        from data import example_codec  # imports TensorFlow: once per worker, not at pipeline construction
-
-        self._codec = example_codec
         self._label_ids = {name: index + 1 for index, name in enumerate(self._labels)}
 
     def process(self, item: SourceImage):
@@ -127,12 +124,12 @@ class ConvertImage(beam.DoFn):
                 boxes = [_normalized_box(obj, height, width, item.pixels) for obj in item.objects]
                 areas = [obj.area if obj.area is not None else
                          (b[2] - b[0]) * height * (b[3] - b[1]) * width for obj, b in zip(item.objects, boxes)]
-                example = self._codec.detection_example(
+                example = example_codec.detection_example(
                     encoded, boxes, [self._label_ids[name] for name in labels], height=height, width=width,
                     image_format="jpeg", source_id=item.source_id or file_name, filename=file_name,
                     class_names=labels, is_crowd=[obj.is_crowd for obj in item.objects], areas=areas)
             else:
-                example = self._codec.classification_example(
+                example = example_codec.classification_example(
                     encoded, self._label_ids[item.label], height=height, width=width, image_format="JPEG",
                     filename=file_name, synset=item.label)
         except Rejected as rejection:
@@ -253,7 +250,7 @@ def pipeline_options(args, beam_args) -> PipelineOptions:
 
         options.update(job_name=f"preprocess-images-{time.strftime('%y%m%d-%H%M%S')}",
                        temp_location=f"{args.output_dir}/tmp", staging_location=f"{args.output_dir}/tmp/staging",
-                       # Workers need this repository's data package (and TensorFlow for tf.train.Example).
+                       # Workers need this repository's data package (and Pillow); not TensorFlow.
                        setup_file=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                "setup.py"))
         if args.project_id:

@@ -91,7 +91,8 @@ def detection_scene(rng, backgrounds, scans, scan_labels, image_size: int, max_o
     """One image: a random background crop with 0..max_objects digits pasted without overlap.
     Returns (uint8 image, normalized [ymin, xmin, ymax, xmax] boxes, 0-based labels)."""
     background = backgrounds[rng.integers(len(backgrounds))]
-    crop = int(rng.integers(image_size, min(background.shape[:2]) + 1))
+    short_side = min(background.shape[:2])
+    crop = int(rng.integers(min(image_size, short_side), short_side + 1))  # upscaled when the image is larger
     top = int(rng.integers(background.shape[0] - crop + 1))
     left = int(rng.integers(background.shape[1] - crop + 1))
     canvas = np.asarray(Image.fromarray(background[top:top + crop, left:left + crop]).resize(

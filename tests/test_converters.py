@@ -300,3 +300,20 @@ def test_both_trainers_train_on_converted_output(photo_files, tmp_path):
                              "--image_size=128,128", "--train_batch_size=2"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "AP=" in result.stderr and os.path.exists(tmp_path / "det" / "model" / "saved_model.pb")
+
+
+def test_examples_built_without_tensorflow_are_tf_train_examples_byte_for_byte():
+    from data import example_codec
+
+    built = example_codec.detection_example(b"\xff\xd8bytes", [[0.1, 0.2, 0.5, 0.9]], [2], height=40, width=60,
+                                            image_format="jpeg", source_id="7", class_names=["car"], areas=[12.5])
+    serialized = built.SerializeToString(deterministic=True)
+    parsed = tf.train.Example.FromString(serialized)
+    assert parsed.SerializeToString(deterministic=True) == serialized
+    assert list(parsed.features.feature["image/object/bbox/xmax"].float_list.value) == [np.float32(0.9)]
+    assert list(parsed.features.feature["image/object/class/label"].int64_list.value) == [2]
+    # And the other way: what TensorFlow writes, the codec's classes read.
+    reference = tf.train.Example(features=tf.train.Features(feature={
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[3]))}))
+    assert example_codec.Example.FromString(reference.SerializeToString()).features.feature[
+        "image/class/label"].int64_list.value == [3]
