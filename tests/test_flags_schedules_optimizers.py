@@ -1,7 +1,5 @@
 """Flag parsing, routing, learning-rate schedules and optimizer-argument mapping."""
 
-import json
-
 import keras
 import numpy as np
 import pytest

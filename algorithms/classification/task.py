@@ -8,12 +8,12 @@ from absl import logging
 
 from algorithms.classification import report_figures
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
-from algorithms.runtime.checkpoints import restore_matching
+from algorithms.runtime.checkpoints import restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.report import decode_for_display
 from algorithms.runtime.task import Task
-from data import classification_input, labels, record_pipeline, tfrecord_files
+from data import classification_input, tfrecord_files
 from export.signatures import ClassificationServing
 
 
@@ -31,37 +31,21 @@ class ClassificationTask(Task):
     def __init__(self, config: JobConfig):
         super().__init__(config)
         self.params: ClassificationParams = config.task_params
-        # Created in preflight(): tf.Variables must not exist before the distribution strategy does.
-        self.train_counters = self.eval_counters = None
         self.last_confusion_matrix = None
-        self.train_files: list[str] = []
-        self.eval_files: list[str] = []
 
     # --- checks before anything is written -------------------------------------------------------------
     def preflight(self) -> None:
-        c, p = self.config, self.params
+        p = self.params
         if p.model_type not in MODEL_TYPES:
             raise UserInputError(f"--model_type={p.model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}")
         if not 0.0 <= p.label_smoothing < 1.0:
             raise UserInputError(f"--label_smoothing={p.label_smoothing} must be in [0, 1)")
         if p.image_size < 16:
             raise UserInputError(f"--image_size={p.image_size} is too small; use at least 16 pixels")
-        self.train_counters = record_pipeline.RecordCounters("train")
-        self.eval_counters = record_pipeline.RecordCounters("eval")
-        self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
-        self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
-        for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
-            self._check_first_record(files, flag)
-        if c.num_eval_images:
-            available = tfrecord_files.count_records(self.eval_files, c.num_eval_images)
-            if available < c.num_eval_images:
-                raise UserInputError(
-                    f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
-                    f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
-        self.class_names = labels.load_class_names(c.labels_file, self.train_files, c.num_classes)
+        self.check_data()
         logging.info("data: %d training file(s), %d validation file(s)", len(self.train_files), len(self.eval_files))
 
-    def _check_first_record(self, files: list[str], flag: str) -> None:
+    def check_first_record(self, files: list[str], flag: str) -> None:
         path, example = tfrecord_files.first_example(files, flag)
         keys = tfrecord_files.example_feature_keys(example)
         if "image/object/class/label" in keys and classification_input.LABEL_KEY not in keys:
@@ -84,12 +68,7 @@ class ClassificationTask(Task):
                                name="image_classifier")
 
     def warm_start(self, model: ImageClassifier, checkpoint_prefix: str) -> None:
-        restored, missing = restore_matching(model.backbone.variables, checkpoint_prefix)
-        if missing:
-            raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
-                                 f"--model_type={self.params.model_type} ({len(missing)} of "
-                                 f"{len(model.backbone.variables)} variables missing or of another shape, "
-                                 f"e.g. {missing[0]})")
+        restore_backbone(model.backbone.variables, checkpoint_prefix, f"--model_type={self.params.model_type}")
         head_restored, _ = restore_matching(model.head.variables, checkpoint_prefix)
         if len(head_restored) == len(model.head.variables):
             logging.info("warm start: backbone and head restored from %s", checkpoint_prefix)

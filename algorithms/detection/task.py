@@ -12,11 +12,11 @@ from algorithms.detection import report_figures
 from algorithms.detection.coco_metrics import CocoEvaluator
 from algorithms.detection.model import RetinaNet, model_anchors, postprocess
 from algorithms.detection.params import DetectionParams
-from algorithms.runtime.checkpoints import restore_matching
+from algorithms.runtime.checkpoints import restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.task import Task
-from data import detection_input, labels, record_pipeline, tfrecord_files
+from data import detection_input, tfrecord_files
 from export.signatures import DetectionServing
 
 HUBER_DELTA = 0.1  # upstream RetinaNet's box loss
@@ -40,38 +40,23 @@ class DetectionTask(Task):
         super().__init__(config)
         self.params: DetectionParams = config.task_params
         self.anchors = model_anchors(self.params)
-        self.train_counters = self.eval_counters = None  # made in preflight(), after the strategy exists
-        self.train_files: list[str] = []
-        self.eval_files: list[str] = []
         self.evaluator = CocoEvaluator(config.num_classes, self.params.max_detections)
         self.last_precision_at_50 = None
 
     # --- checks before anything is written -------------------------------------------------------------
     def preflight(self) -> None:
-        c, p = self.config, self.params
+        p = self.params
         if p.padded_size != p.image_size:
             logging.info("image_size %s is padded to %s, a multiple of 2^fpn_max_level=%d", p.image_size,
                          p.padded_size, 2 ** p.max_level)
         if p.auto_augmentation:
             raise UserInputError("--auto_augmentation=true is not available in this build; leave it out (the "
                                  "flip and --aug_scale_min/--aug_scale_max jitter still apply)")
-        self.train_counters = record_pipeline.RecordCounters("train")
-        self.eval_counters = record_pipeline.RecordCounters("eval")
-        self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
-        self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
-        for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
-            self._check_first_record(files, flag)
-        if c.num_eval_images:
-            available = tfrecord_files.count_records(self.eval_files, c.num_eval_images)
-            if available < c.num_eval_images:
-                raise UserInputError(
-                    f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
-                    f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
-        self.class_names = labels.load_class_names(c.labels_file, self.train_files, c.num_classes)
+        self.check_data()
         logging.info("data: %d training file(s), %d validation file(s); %d anchors per image", len(self.train_files),
                      len(self.eval_files), len(self.anchors))
 
-    def _check_first_record(self, files: list[str], flag: str) -> None:
+    def check_first_record(self, files: list[str], flag: str) -> None:
         path, example = tfrecord_files.first_example(files, flag)
         keys = tfrecord_files.example_feature_keys(example)
         if "image/class/label" in keys and detection_input.LABEL_KEY not in keys:
@@ -89,12 +74,7 @@ class DetectionTask(Task):
     def warm_start(self, model: RetinaNet, checkpoint_prefix: str) -> None:
         """The backbone must match; the feature network and subnets are taken too when their shapes match
         (a detector of the same configuration), else they start fresh."""
-        restored, missing = restore_matching(model.backbone.variables, checkpoint_prefix)
-        if missing:
-            raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
-                                 f"--resnet_depth={self.params.resnet_depth} ({len(missing)} of "
-                                 f"{len(model.backbone.variables)} variables missing or of another shape, "
-                                 f"e.g. {missing[0]})")
+        restored = restore_backbone(model.backbone.variables, checkpoint_prefix, f"--resnet_depth={self.params.resnet_depth}")
         rest = [v for v in model.variables if v.path not in set(restored)]
         taken, fresh = restore_matching(rest, checkpoint_prefix)
         logging.info("warm start from %s: backbone restored (%d variables); %d more restored, %d start fresh",

@@ -60,6 +60,16 @@ def restore_matching(variables: list, checkpoint_prefix: str, root: str = "model
     return restored, skipped
 
 
+def restore_backbone(variables: list, checkpoint_prefix: str, architecture: str) -> list:
+    """Warm starts need the whole backbone: restores it or names what does not match. Returns restored paths."""
+    restored, missing = restore_matching(variables, checkpoint_prefix)
+    if missing:
+        raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
+                             f"{architecture} ({len(missing)} of {len(variables)} variables missing or of another "
+                             f"shape, e.g. {missing[0]})")
+    return restored
+
+
 def _escape(name: str) -> str:
     """How TensorFlow writes an object name inside a checkpoint key ('.' -> '..', '/' -> '.S')."""
     return name.replace(".", "..").replace("/", ".S")

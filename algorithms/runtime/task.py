@@ -10,6 +10,8 @@ import keras
 import tensorflow as tf
 
 from algorithms.runtime.config import JobConfig
+from algorithms.runtime.errors import UserInputError
+from data import labels, record_pipeline, tfrecord_files
 from data.labels import LABELS_FILE_NAME
 
 
@@ -25,10 +27,37 @@ class Task(abc.ABC):
     def __init__(self, config: JobConfig):
         self.config = config
         self.class_names: list[str] | None = None  # known in preflight() from --labels_file or labels.txt
+        self.train_files: list[str] = []
+        self.eval_files: list[str] = []
+        # Made in check_data(): tf.Variables must not exist before the distribution strategy does.
+        self.train_counters = self.eval_counters = None
 
     @abc.abstractmethod
     def preflight(self) -> None:
-        """Checks flags and data before anything is written; raises UserInputError."""
+        """Checks flags and data before anything is written (the task's own flags, then check_data());
+        raises UserInputError."""
+
+    @abc.abstractmethod
+    def check_first_record(self, files: list[str], flag: str) -> None:
+        """Raises UserInputError when the first record of `files` is not one this task reads."""
+
+    def check_data(self) -> None:
+        """What every task checks of its data: both globs resolve, their first records are this task's,
+        num_eval_images fits the validation set; then its counters and class names."""
+        c = self.config
+        self.train_counters = record_pipeline.RecordCounters("train")
+        self.eval_counters = record_pipeline.RecordCounters("eval")
+        self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
+        self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
+        for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
+            self.check_first_record(files, flag)
+        if c.num_eval_images:
+            available = tfrecord_files.count_records(self.eval_files, c.num_eval_images)
+            if available < c.num_eval_images:
+                raise UserInputError(
+                    f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
+                    f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
+        self.class_names = labels.load_class_names(c.labels_file, self.train_files, c.num_classes)
 
     @abc.abstractmethod
     def build_model(self) -> keras.Model:
