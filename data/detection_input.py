@@ -14,7 +14,7 @@ Evaluation: the whole image fitted into image_size and padded, with its ground t
 
 import tensorflow as tf
 
-from data import image_ops, record_pipeline
+from data import detection_autoaugment, image_ops, record_pipeline
 
 IMAGE_KEY = "image/encoded"
 BOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin", "image/object/bbox/ymax", "image/object/bbox/xmax")
@@ -100,6 +100,8 @@ def _train_example(encoded, features, image_size, padded_size, augment, assign_t
     """Decoded, jittered, cropped, padded image and its anchor targets."""
     boxes, labels, crowd = _boxes_and_labels(features)
     image = image_ops.decode_rgb(encoded)
+    if augment.auto_augmentation:  # on the decoded image, before flip and jitter, as upstream
+        image, boxes = detection_autoaugment.distort(image, boxes)
     if augment.random_flip:
         flip = tf.random.uniform([]) < 0.5
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)

@@ -25,6 +25,9 @@ def _good_examples(count, image_format="JPEG"):
 
 
 def _raw_example(features):
+    # data.example_codec's Features are wire-identical but not TensorFlow's classes: pass them as bytes.
+    features = {key: value if isinstance(value, tf.train.Feature) else tf.train.Feature.FromString(
+        value.SerializeToString()) for key, value in features.items()}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 

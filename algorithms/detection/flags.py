@@ -48,7 +48,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("aug_rand_hflip", True, "Random horizontal flips of image and boxes in training.", flag_values=fv)
     flags.DEFINE_float("aug_scale_min", 1.0, "Lower bound of the training scale jitter, in (0, 1].", flag_values=fv)
     flags.DEFINE_float("aug_scale_max", 1.0, "Upper bound of the training scale jitter, >= 1.", flag_values=fv)
-    flags.DEFINE_bool("auto_augmentation", False, "AutoAugment for detection; not available in this build: true stops the job with a message.", flag_values=fv)
+    flags.DEFINE_bool("auto_augmentation", False, "AutoAugment for detection, policy v0 (box-aware translate, shear, rotate; equalize, colour, sharpness, cutout).", flag_values=fv)
 
 
 def parse_image_size(text: str | None) -> tuple[int, int]:

@@ -49,9 +49,6 @@ class DetectionTask(Task):
         if p.padded_size != p.image_size:
             logging.info("image_size %s is padded to %s, a multiple of 2^fpn_max_level=%d", p.image_size,
                          p.padded_size, 2 ** p.max_level)
-        if p.auto_augmentation:
-            raise UserInputError("--auto_augmentation=true is not available in this build; leave it out (the "
-                                 "flip and --aug_scale_min/--aug_scale_max jitter still apply)")
         self.check_data()
         logging.info("data: %d training file(s), %d validation file(s); %d anchors per image", len(self.train_files),
                      len(self.eval_files), len(self.anchors))
