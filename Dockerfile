@@ -25,4 +25,9 @@ COPY export/ export/
 RUN useradd --create-home --uid 1000 --user-group trainer
 USER 1000:1000
 
+# Optional ImageNet backbones baked in (as the trainer user's Keras / KerasHub caches) for jobs that run in
+# network isolation: make image PRETRAINED=efficientnet-b0,resnet-50. Empty: nothing is downloaded.
+ARG PRETRAINED=""
+RUN if [ -n "$PRETRAINED" ]; then python -m algorithms.classification.pretrained --download "$PRETRAINED"; fi
+
 ENTRYPOINT ["python", "/app/entrypoint.py"]

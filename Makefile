@@ -52,19 +52,22 @@ bench: venv
 	$(PY) bench/input_pipeline_bench.py
 	$(PY) bench/detection_bench.py
 	$(PY) bench/converter_bench.py
+	$(PY) bench/transfer_bench.py
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile
 
+# PRETRAINED=efficientnet-b0,resnet-50 bakes those ImageNet backbones into the image (offline jobs).
+PRETRAINED ?=
 image:
-	docker build --tag $(IMAGE) .
+	docker build --build-arg PRETRAINED=$(PRETRAINED) --tag $(IMAGE) .
 
 push: image
 	docker push $(IMAGE)
 
 cloud-build:
 	gcloud builds submit --config cloudbuild.yaml \
-		--substitutions=_REGION=$(REGION),_REPOSITORY=$(REPOSITORY),_TAG=$(TAG)
+		--substitutions=_REGION=$(REGION),_REPOSITORY=$(REPOSITORY),_TAG=$(TAG),_PRETRAINED=$(PRETRAINED)
 
 clean:
 	rm -rf $(VENV) sample_data jobs .pytest_cache

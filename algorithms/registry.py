@@ -68,7 +68,10 @@ def choose_task(explicit: str | None, given_flags: set[str], training_data_path:
     if detection_flags:
         return "detection", f"detection-only flag --{detection_flags[0]}"
     if training_data_path:
-        from data import tfrecord_files
+        from data import image_sources, tfrecord_files
+
+        if image_sources.is_class_folder_tree(training_data_path):
+            return "classification", f"class folders in {training_data_path}"
 
         files = tfrecord_files.resolve_files(training_data_path, "training_data_path")
         path, example = tfrecord_files.first_example(files, "training_data_path")

@@ -35,15 +35,21 @@ def _problem_text(path, index, encoded_count, label_values, num_classes):
 
 def build_dataset(files: list[str], *, training: bool, image_size: int, batch_size: int, num_classes: int,
                   counters: RecordCounters, seed: int | None = None, num_records: int = 0,
-                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                  input_context: tf.distribute.InputContext | None = None,
+                  image_files: tuple[list[str], list[int]] | None = None) -> tf.data.Dataset:
     """Batches of (float32 images [b, s, s, 3] in 0..255, int32 0-based labels [b]).
 
     training: endless, shuffled, randomly cropped and flipped, full batches only.
     evaluation: one deterministic pass over the first `num_records` records (0 = all), centre crop, with a
     third element, per-example weights (0 for padding).
+    image_files: (paths, 1-based labels) of image files to read instead of the TFRecord `files`.
     """
-    dataset = record_pipeline.records(files, training=training, seed=seed, num_records=num_records,
-                                      input_context=input_context)
+    if image_files is None:
+        dataset = record_pipeline.records(files, training=training, seed=seed, num_records=num_records,
+                                          input_context=input_context)
+    else:
+        dataset = record_pipeline.listed_files(*image_files, training=training, seed=seed, num_records=num_records,
+                                               input_context=input_context)
     preprocess = image_ops.preprocess_for_train if training else image_ops.preprocess_for_eval
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
 
@@ -58,7 +64,12 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
         label = tf.cond(usable, lambda: labels[0], lambda: tf.constant(1, tf.int64))
         return (image, tf.cast(label - 1, tf.int32)), problem
 
-    dataset = record_pipeline.decode_counted(dataset, parse_and_decode, counters, training)
+    def read_and_decode(path, index, label):
+        # Labels come from the folder names, checked when listed; only the bytes can be bad here.
+        return (preprocess(tf.io.read_file(path), image_size), tf.cast(label - 1, tf.int32)), tf.constant("")
+
+    dataset = record_pipeline.decode_counted(dataset, parse_and_decode if image_files is None else read_and_decode,
+                                             counters, training)
     if training:
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:

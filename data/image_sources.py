@@ -81,6 +81,17 @@ def _in_validation(relative_path: str, validation_fraction: float, seed: int) ->
     return int.from_bytes(digest[:8], "big") / 2 ** 64 < validation_fraction
 
 
+def is_class_folder_tree(path: str | None) -> bool:
+    """A folder (no glob) whose sub-folders hold .jpg/.jpeg/.png files: SageMaker's class-folder layout."""
+    if not path or any(c in path for c in "*?["):
+        return False
+    try:
+        matches = FileSystems.match([f"{path.rstrip('/')}/*/*"])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a path Beam cannot list is not a folder tree
+        return False
+    return any(m.path.lower().endswith(IMAGE_EXTENSIONS) for m in matches)
+
+
 def read_class_folders(root: str, validation_fraction: float, seed: int) -> list[SourceImage]:
     """One sub-folder per class with .jpg/.jpeg/.png files (SageMaker's layout); a seeded split by path hash."""
     root = root.rstrip("/")

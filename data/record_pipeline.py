@@ -70,6 +70,21 @@ def records(files: list[str], *, training: bool, seed: int | None = None, num_re
     return dataset
 
 
+def listed_files(paths: list[str], labels: list[int], *, training: bool, seed: int | None = None,
+                 num_records: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(path, index, 1-based label) of image files listed with their labels (class-folder input), sharded
+    and shuffled as `records` does; the files themselves are read by the caller's decode step."""
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths), tf.range(len(paths), dtype=tf.int64),
+                                                  tf.constant(labels, tf.int64)))
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+    if training:
+        if pipelines > 1:
+            dataset = dataset.shard(pipelines, pipeline_id)
+        return dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    return dataset.take(num_records) if num_records else dataset
+
+
 def where(path, index) -> tf.Tensor:
     """'record 12 of gs://bucket/train-00001-of-00004', the prefix of every data error."""
     return tf.strings.join(["record ", tf.strings.as_string(index), " of ", path])

@@ -62,4 +62,4 @@ def test_cloudbuild_builds_and_pushes_to_artifact_registry():
     assert image in build["args"] and build["args"][-1] == "."
     assert config["images"] == [image]
     used = set(re.findall(r"\$\{(_[A-Z_]+)\}", yaml.safe_dump(config)))
-    assert used == set(config["substitutions"]) == {"_REGION", "_REPOSITORY", "_IMAGE", "_TAG"}
+    assert used == set(config["substitutions"]) == {"_REGION", "_REPOSITORY", "_IMAGE", "_TAG", "_PRETRAINED"}

@@ -12,6 +12,13 @@ DEFAULT_MODEL_TYPE = "efficientnet-b0"
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model_type", DEFAULT_MODEL_TYPE, f"Backbone: {', '.join(MODEL_TYPES)}.", flag_values=fv)
     flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy, in [0, 1).", flag_values=fv)
+    flags.DEFINE_string("pretrained_weights", None, "Backbone weights to start from: 'imagenet' (keras.applications / KerasHub, downloaded or from their cache), a .weights.h5 file, a KerasHub preset dir, or a checkpoint/job/model dir of this trainer (local or gs://).", flag_values=fv)
+    flags.DEFINE_float("dropout_rate", None, "Dropout before the dense head, in [0, 1); default: the backbone's (0.2-0.5 for EfficientNets, 0 for ResNets).", flag_values=fv)
+    flags.DEFINE_float("regularizers_l2", 0.0, "L2 factor on the dense head's kernel (on top of --weight_decay).", flag_values=fv)
+    flags.DEFINE_bool("train_only_top_layer", False, "Freeze the backbone (BatchNorm in inference mode) and train only the head.", flag_values=fv)
+    flags.DEFINE_integer("fine_tune_after_steps", 0, "With --train_only_top_layer: after this many steps, unfreeze the whole network (0 = never).", flag_values=fv)
+    flags.DEFINE_float("validation_split_ratio", 0.2, "Class-folder input without --validation_data_path: share of the images held out (seeded by path).", flag_values=fv)
+    flags.DEFINE_float("fine_tune_learning_rate", None, "Constant learning rate once the whole network trains; default initial_learning_rate/10.", flag_values=fv)
 
 
 def parse_image_size(text: str | None, model_type: str) -> int:
@@ -29,5 +36,24 @@ def parse_image_size(text: str | None, model_type: str) -> int:
 
 def read_params(fv: flags.FlagValues) -> ClassificationParams:
     model_type = (fv.model_type or "").strip().strip("'\"").lower()
+    if fv.dropout_rate is not None and not 0.0 <= fv.dropout_rate < 1.0:
+        raise UserInputError(f"--dropout_rate={fv.dropout_rate} must be in [0, 1)")
+    if fv.regularizers_l2 < 0:
+        raise UserInputError(f"--regularizers_l2={fv.regularizers_l2} must be >= 0")
+    if fv.fine_tune_after_steps < 0:
+        raise UserInputError(f"--fine_tune_after_steps={fv.fine_tune_after_steps} must be >= 0 (0 = never)")
+    if fv.fine_tune_after_steps and not fv.train_only_top_layer:
+        raise UserInputError("--fine_tune_after_steps switches from training the head alone to the whole network; "
+                             "it needs --train_only_top_layer=true for the first phase")
+    if not 0.0 < fv.validation_split_ratio < 1.0:
+        raise UserInputError(f"--validation_split_ratio={fv.validation_split_ratio} must be in (0, 1)")
+    if fv.fine_tune_learning_rate is not None and fv.fine_tune_learning_rate <= 0:
+        raise UserInputError(f"--fine_tune_learning_rate={fv.fine_tune_learning_rate} must be > 0")
     return ClassificationParams(model_type=model_type, image_size=parse_image_size(fv.image_size, model_type),
-                                label_smoothing=fv.label_smoothing)
+                                label_smoothing=fv.label_smoothing,
+                                pretrained_weights=(fv.pretrained_weights or "").strip() or None,
+                                dropout_rate=fv.dropout_rate, regularizers_l2=fv.regularizers_l2,
+                                train_only_top_layer=fv.train_only_top_layer,
+                                fine_tune_after_steps=fv.fine_tune_after_steps,
+                                fine_tune_learning_rate=fv.fine_tune_learning_rate,
+                                validation_split_ratio=fv.validation_split_ratio)

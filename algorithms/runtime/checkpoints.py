@@ -7,7 +7,7 @@ from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.job_layout import join
 
 
-def resolve_checkpoint_prefix(path: str) -> str:
+def resolve_checkpoint_prefix(path: str, flag: str = "pretrained_checkpoint_path") -> str:
     """Accepts a checkpoint prefix, a directory of checkpoints, a job dir, or an exported SavedModel dir."""
     path = path.rstrip("/")
     try:
@@ -20,8 +20,8 @@ def resolve_checkpoint_prefix(path: str) -> str:
             if latest:
                 return latest
     except tf.errors.OpError as error:
-        raise UserInputError(f"--pretrained_checkpoint_path={path} cannot be read: {error.message.splitlines()[0]}") from None
-    raise UserInputError(f"--pretrained_checkpoint_path={path} holds no checkpoint; give a checkpoint prefix "
+        raise UserInputError(f"--{flag}={path} cannot be read: {error.message.splitlines()[0]}") from None
+    raise UserInputError(f"--{flag}={path} holds no checkpoint; give a checkpoint prefix "
                          "(…/ckpt-1000), a checkpoint directory, a job dir of this trainer, or an exported model dir")
 
 

@@ -67,3 +67,18 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"config": dataclasses.asdict(self.config)}
+
+
+class SwitchedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`first` before `switch_step`, then a constant `second_learning_rate` (a fine-tuning phase)."""
+
+    def __init__(self, first, switch_step: int, second_learning_rate: float):
+        self.first, self.switch_step, self.second_learning_rate = first, switch_step, second_learning_rate
+
+    def __call__(self, step):
+        return tf.where(tf.cast(step, tf.float32) < float(self.switch_step), self.first(step),
+                        tf.constant(self.second_learning_rate, tf.float32))
+
+    def get_config(self):
+        return {"first": self.first.get_config(), "switch_step": self.switch_step,
+                "second_learning_rate": self.second_learning_rate}

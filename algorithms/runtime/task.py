@@ -67,6 +67,21 @@ class Task(abc.ABC):
     def warm_start(self, model: keras.Model, checkpoint_prefix: str) -> None:
         """Loads pretrained weights from a checkpoint prefix into a freshly built model."""
 
+    def load_pretrained(self, model: keras.Model) -> None:
+        """Task-specific pretrained weights for a fresh job (not resumed, no --pretrained_checkpoint_path)."""
+
+    def learning_rate_schedule(self, schedule):
+        """The optimizer's schedule; a task with training phases may change it from a phase's first step."""
+        return schedule
+
+    def training_phase_steps(self) -> tuple[int, ...]:
+        """Steps at which set_training_phase changes what trains (e.g. the backbone unfrozen)."""
+        return ()
+
+    def set_training_phase(self, model: keras.Model, step: int) -> bool:
+        """Sets which variables train from `step` on; True when that changed (the runtime then retraces)."""
+        return False
+
     @abc.abstractmethod
     def train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         """Endless per-replica batches for training."""

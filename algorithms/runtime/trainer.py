@@ -66,7 +66,9 @@ class Trainer:
         with self.strategy.scope(), precision.global_policy(self.policy):
             self.model = task.build_model()
             self.optimizer = precision.wrap_optimizer(
-                build_optimizer(config.optimizer, WarmupDecaySchedule(config.schedule)), self.policy)
+                build_optimizer(config.optimizer, task.learning_rate_schedule(WarmupDecaySchedule(config.schedule))),
+                self.policy)
+            # Every variable that trains in any phase gets its optimizer slots now (phases freeze later).
             self.optimizer.build(self.model.trainable_variables)
             self.best_metric = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_metric")
             self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
@@ -139,6 +141,14 @@ class Trainer:
         elif self.config.pretrained_checkpoint_path:
             prefix = resolve_checkpoint_prefix(self.config.pretrained_checkpoint_path)
             self.task.warm_start(self.model, prefix)
+        else:
+            self.task.load_pretrained(self.model)
+
+    def _enter_training_phase(self) -> None:
+        """What trains from this step on (e.g. the head alone, then the whole network); a change retraces the
+        training function, whose gradients cover the trainable variables it saw when traced."""
+        if self.task.set_training_phase(self.model, self.step):
+            self._train_fn = self._make_train_fn()
 
     def evaluate(self) -> dict:
         pipelines = []
@@ -278,12 +288,15 @@ class Trainer:
         interval_start, interval_step = started, start_step
         logging.info("training %s from step %d to %d, batch %d, evaluating every %d steps", self.task.name,
                      start_step, config.max_steps, config.train_batch_size, config.train_steps_per_eval)
+        phase_steps = self.task.training_phase_steps()
         while self.step < config.max_steps:
+            self._enter_training_phase()
             step = self.step
             next_eval = min(config.max_steps, (step // config.train_steps_per_eval + 1) * config.train_steps_per_eval)
             next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+            next_phase = min([s for s in phase_steps if s > step], default=config.max_steps)
             # The very first call is one step, so the first loss is logged before any learning.
-            num_steps = 1 if step == start_step else min(next_eval, next_log) - step
+            num_steps = 1 if step == start_step else min(next_eval, next_log, next_phase) - step
             with data_errors_as_user_errors():
                 loss = float(self._train_fn(iterator, tf.constant(num_steps)))
             if not math.isfinite(loss):
