@@ -85,3 +85,34 @@ def test_missing_output_bucket_fails_before_training(gcs):
     assert result.returncode == 2
     assert "cannot write the job dir gs://no-output-bucket/job/checkpoints: bucket gs://no-output-bucket" in result.stderr
     assert "step 1/" not in result.stderr
+
+
+def test_converter_reads_and_writes_gs_through_beams_filesystems(gcs, tmp_path):
+    """python -m data.jpeg_to_tf_record with a gs:// CSV, gs:// images and gs:// output (DirectRunner)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from tests.test_converters import _photo
+
+    bucket = gcs.client().bucket(BUCKET)
+    rows = []
+    for i, name in enumerate(("chelsea", "coffee", "rocket", "astronaut")):
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(_photo(name, (48, 64))).save(path, quality=90)
+        bucket.blob(f"photos/{name}.jpg").upload_from_filename(str(path))
+        rows.append(f"gs://{BUCKET}/photos/{name}.jpg,{'animal' if i % 2 == 0 else 'thing'}")
+    rows.append(f"gs://{BUCKET}/photos/missing.jpg,thing")
+    bucket.blob("photos/train.csv").upload_from_string("\n".join(rows) + "\n")
+    result = subprocess.run([sys.executable, "-m", "data.jpeg_to_tf_record", f"--train_csv=gs://{BUCKET}/photos/train.csv",
+                             f"--output_dir=gs://{BUCKET}/converted", "--runner=DirectRunner"], capture_output=True,
+                            text=True, env={**os.environ, **gcs.env}, cwd=os.path.dirname(os.path.dirname(__file__)),
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train: 4 of 5 images written" in result.stdout and "rejected missing_file: 1" in result.stdout
+    assert _blobs(gcs, "converted/") == ["converted/labels.txt", "converted/rejected.csv",
+                                         "converted/train-00000-of-00001"]
+    local = tmp_path / "train.tfrecord"
+    bucket.blob("converted/train-00000-of-00001").download_to_filename(str(local))
+    labels = sorted(tf.train.Example.FromString(r.numpy()).features.feature["image/class/label"].int64_list.value[0]
+                    for r in tf.data.TFRecordDataset(str(local)))
+    assert labels == [1, 1, 2, 2]
