@@ -13,10 +13,17 @@ import io
 import json
 import posixpath
 
-from apache_beam.io.filesystems import FileSystems
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "validation")
+FOLDER_PROBE_LIMIT = 1000  # entries listed to tell a class-folder tree from anything else
+
+
+def _filesystems():
+    """Beam's filesystems (local, gs://, ...), imported on first use: the trainer imports this module at start-up
+    and most jobs (TFRecord globs) never need Beam."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
 
 
 class SourceError(ValueError):
@@ -46,7 +53,7 @@ class SourceImage:
 
 def read_text(path: str) -> str:
     try:
-        with FileSystems.open(path) as handle:
+        with _filesystems().open(path) as handle:
             return handle.read().decode("utf-8-sig")
     except Exception as error:  # Beam raises IOError/BeamIOError/FileNotFoundError depending on the filesystem
         raise SourceError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
@@ -55,7 +62,7 @@ def read_text(path: str) -> str:
 def _join(directory: str, name: str) -> str:
     if "://" in name or name.startswith("/"):
         return name
-    return FileSystems.join(directory, name) if directory else name
+    return _filesystems().join(directory, name) if directory else name
 
 
 def read_classification_csv(path: str, split: str) -> list[SourceImage]:
@@ -86,7 +93,7 @@ def is_class_folder_tree(path: str | None) -> bool:
     if not path or any(c in path for c in "*?["):
         return False
     try:
-        matches = FileSystems.match([f"{path.rstrip('/')}/*/*"])[0].metadata_list
+        matches = _filesystems().match([f"{path.rstrip('/')}/*/*"], limits=[FOLDER_PROBE_LIMIT])[0].metadata_list
     except Exception:  # noqa: BLE001 - a path Beam cannot list is not a folder tree
         return False
     return any(m.path.lower().endswith(IMAGE_EXTENSIONS) for m in matches)
@@ -95,7 +102,7 @@ def is_class_folder_tree(path: str | None) -> bool:
 def read_class_folders(root: str, validation_fraction: float, seed: int) -> list[SourceImage]:
     """One sub-folder per class with .jpg/.jpeg/.png files (SageMaker's layout); a seeded split by path hash."""
     root = root.rstrip("/")
-    matches = FileSystems.match([f"{root}/*/*"])[0].metadata_list
+    matches = _filesystems().match([f"{root}/*/*"])[0].metadata_list
     items = []
     for metadata in sorted(matches, key=lambda m: m.path):
         relative = metadata.path[len(root) + 1:]

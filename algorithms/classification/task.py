@@ -40,11 +40,11 @@ class ClassificationTask(Task):
         super().__init__(config)
         self.params: ClassificationParams = config.task_params
         self.last_confusion_matrix = None
+        self.train_images = self.eval_images = None  # (paths, 1-based labels) when the data is class folders
 
     # --- checks before anything is written -------------------------------------------------------------
     def preflight(self) -> None:
         p = self.params
-        self.train_images = self.eval_images = None  # (paths, labels) when the data is class folders
         if p.model_type not in MODEL_TYPES:
             raise UserInputError(f"--model_type={p.model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}")
         if not 0.0 <= p.label_smoothing < 1.0:

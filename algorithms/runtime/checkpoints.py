@@ -61,10 +61,11 @@ def restore_matching(variables: list, checkpoint_prefix: str, root: str = "model
 
 
 def restore_backbone(variables: list, checkpoint_prefix: str, architecture: str) -> list:
-    """Warm starts need the whole backbone: restores it or names what does not match. Returns restored paths."""
+    """Warm starts need the whole backbone: restores it or names what does not match. Returns restored paths.
+    (Reached from --pretrained_checkpoint_path and --pretrained_weights alike, so the message names neither.)"""
     restored, missing = restore_matching(variables, checkpoint_prefix)
     if missing:
-        raise UserInputError(f"--pretrained_checkpoint_path={checkpoint_prefix} does not hold a backbone matching "
+        raise UserInputError(f"the pretrained checkpoint {checkpoint_prefix} does not hold a backbone matching "
                              f"{architecture} ({len(missing)} of {len(variables)} variables missing or of another "
                              f"shape, e.g. {missing[0]})")
     return restored
