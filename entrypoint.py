@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains an image classifier (and, as it lands, an object detector) from TFRecords and exports the most
+"""Trains an image classifier or an object detector from TFRecords (or class folders) and exports the most
 accurate model as a SavedModel: the command line of Google's AI Platform built-in image algorithms.
 
     python entrypoint.py --training_data_path=... --validation_data_path=... --job-dir=... \
@@ -24,10 +24,10 @@ def main(argv: list[str]) -> int:
     from absl import logging
 
     from algorithms import registry
-    from algorithms.runtime.errors import UserInputError
+    from core.errors import UserInputError
 
     if argv and argv[0] == "predict":
-        from export import predict
+        from client import predict
 
         return predict.main(argv[1:])
     if any(arg in ("-h", "--help", "--helpfull", "help") for arg in argv):

@@ -19,7 +19,7 @@ def _pins() -> list[str]:
 setuptools.setup(
     name="open-image-algorithms",
     version="0.1.0",
-    packages=["data"],
+    packages=["data", "core"],
     install_requires=_pins(),
     python_requires=">=3.11",
 )

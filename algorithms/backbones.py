@@ -5,7 +5,7 @@ Every backbone here takes float32 RGB in 0..255 and normalises inside its own gr
 import keras
 import keras_hub
 
-from data.image_ops import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB
+from dataloaders.image_ops import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB
 
 # depth -> (blocks per stage, block type); the standard ResNet family.
 RESNET_DEPTHS = {

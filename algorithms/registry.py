@@ -1,4 +1,8 @@
-"""Flags -> config -> which algorithm: parsing of the whole command line and the routing of decision 6."""
+"""Flags -> config -> which algorithm: parsing of the whole command line and the routing.
+
+A job is detection when --task says so, when any detection-only flag is given (a built-in detection command
+line), or when the first training record carries boxes (image/object/class/label); otherwise classification.
+"""
 
 import dataclasses
 
@@ -8,11 +12,10 @@ from algorithms.classification import flags as classification_flags
 from algorithms.detection import flags as detection_flags
 from algorithms.runtime import flags as shared_flags
 from algorithms.runtime.config import JobConfig, TrainingDefaults
-from algorithms.runtime.errors import UserInputError
+from core import feature_keys
+from core.errors import UserInputError
 
-# Flags only the object-detection algorithm has (fact sheet §4); any of them routes a job to detection.
 DETECTION_ONLY_FLAGS = detection_flags.DETECTION_ONLY_FLAGS
-DETECTION_LABEL_KEY = "image/object/class/label"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,25 +63,25 @@ def _flag_names(args: list[str]) -> set[str]:
     return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
 
 
-def choose_task(explicit: str | None, given_flags: set[str], training_data_path: str | None) -> tuple[str, str]:
-    """(task, why): --task, else detection-only flags, else the first training record's keys."""
+def choose_task(explicit: str | None, given_flags: set[str],
+                training_data_path: str | None) -> tuple:
+    """(task, why, the training data when it had to be looked at): --task, else detection-only flags, else the
+    training data (class folders, or the first record's keys)."""
     if explicit:
-        return explicit, "--task"
+        return explicit, "--task", None
     detection_flags = sorted(given_flags & DETECTION_ONLY_FLAGS)
     if detection_flags:
-        return "detection", f"detection-only flag --{detection_flags[0]}"
+        return "detection", f"detection-only flag --{detection_flags[0]}", None
     if training_data_path:
-        from data import image_sources, tfrecord_files
+        from dataloaders.sources import inspect_training_data  # TensorFlow: only when the data must be read
 
-        if image_sources.is_class_folder_tree(training_data_path):
-            return "classification", f"class folders in {training_data_path}"
-
-        files = tfrecord_files.resolve_files(training_data_path, "training_data_path")
-        path, example = tfrecord_files.first_example(files, "training_data_path")
-        if DETECTION_LABEL_KEY in tfrecord_files.example_feature_keys(example):
-            return "detection", f"{DETECTION_LABEL_KEY} in the first record of {path}"
-        return "classification", f"image/class/label in the first record of {path}"
-    return "classification", "default"
+        data = inspect_training_data(training_data_path)
+        if data.class_folders:
+            return "classification", f"class folders in {training_data_path}", data
+        if feature_keys.OBJECT_LABEL in data.first_record_keys:
+            return "detection", f"{feature_keys.OBJECT_LABEL} in the first record of {data.first_record_path}", data
+        return "classification", f"{feature_keys.CLASS_LABEL} in the first record of {data.first_record_path}", data
+    return "classification", "default", None
 
 
 def parse_job_config(argv: list[str]) -> JobConfig:
@@ -91,10 +94,11 @@ def parse_job_config(argv: list[str]) -> JobConfig:
         raise UserInputError(str(error)) from None
     if leftover:
         logging.warning("ignoring arguments this trainer does not know: %s", " ".join(leftover))
-    task, why = choose_task(fv.task, _flag_names(argv), fv.training_data_path)
+    task, why, training_data = choose_task(fv.task, _flag_names(argv), fv.training_data_path)
     logging.info("task: %s (chosen by %s)", task, why)
     spec = TASK_SPECS[task]
-    return shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover, spec.defaults)
+    config = shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover, spec.defaults)
+    return dataclasses.replace(config, training_data=training_data)
 
 
 def run_job(config: JobConfig):

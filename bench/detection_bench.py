@@ -21,7 +21,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tensorflow as tf  # noqa: E402
-from training_throughput import build_trainer, devices, print_comparison, real_vs_synthetic  # noqa: E402
+from training_throughput import (  # noqa: E402
+    build_trainer,
+    devices,
+    print_comparison,
+    real_vs_synthetic,
+)
 
 
 def serving_latency(serve, encoded: list[bytes], batch: int, calls: int) -> float:

@@ -28,8 +28,8 @@ def split_digits(root: str, image_size: int) -> dict:
     """{"source": (train, validation), "target": (...)}: digits 0-4 relabelled 1-5, digits 5-9 relabelled 1-5."""
     import tensorflow as tf
 
-    from data import tfrecord_files
     from data.sample_data import build_digits
+    from dataloaders import tfrecord_files
 
     digits = build_digits(os.path.join(root, "digits"), image_size=image_size)
     out = {}

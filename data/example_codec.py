@@ -1,4 +1,4 @@
-"""tf.train.Example builders with the documented keys (fact sheet §3 and §8).
+"""tf.train.Example builders with the built-in algorithms' documented keys (core/feature_keys.py).
 
 The messages are built from TensorFlow's own example.proto / feature.proto schema with the protobuf library
 alone (a private descriptor pool, the same full names and field numbers), so their bytes are exactly
@@ -7,6 +7,8 @@ process ~4 s of start-up and keeps TensorFlow off Dataflow workers.
 """
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from core import feature_keys as keys
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
 
@@ -68,15 +70,15 @@ def classification_example(encoded: bytes, label: int, *, height: int, width: in
                            filename: str = "", synset: str = "", channels: int = 3) -> Example:
     """One image with its 1-based class label, as jpeg_to_tf_record.py writes it."""
     return Example(features=Features(feature={
-        "image/encoded": _bytes([encoded]),
-        "image/class/label": _ints([label]),
-        "image/class/synset": _bytes([synset.encode()]),
-        "image/height": _ints([height]),
-        "image/width": _ints([width]),
-        "image/channels": _ints([channels]),
-        "image/colorspace": _bytes([b"RGB"]),
-        "image/format": _bytes([image_format.upper().encode()]),
-        "image/filename": _bytes([filename.encode()]),
+        keys.IMAGE: _bytes([encoded]),
+        keys.CLASS_LABEL: _ints([label]),
+        keys.CLASS_SYNSET: _bytes([synset.encode()]),
+        keys.HEIGHT: _ints([height]),
+        keys.WIDTH: _ints([width]),
+        keys.CHANNELS: _ints([channels]),
+        keys.COLORSPACE: _bytes([b"RGB"]),
+        keys.FORMAT: _bytes([image_format.upper().encode()]),
+        keys.FILENAME: _bytes([filename.encode()]),
     }))
 
 
@@ -91,20 +93,20 @@ def detection_example(encoded: bytes, boxes, labels, *, height: int, width: int,
     keys of the upstream detection decoder (create_coco_tf_record.py)."""
     boxes = [list(map(float, box)) for box in boxes]
     feature = {
-        "image/encoded": _bytes([encoded]),
-        "image/format": _bytes([image_format.lower().encode()]),
-        "image/height": _ints([height]),
-        "image/width": _ints([width]),
-        "image/source_id": _bytes([source_id.encode()]),
-        "image/filename": _bytes([filename.encode()]),
-        "image/object/bbox/ymin": _floats([b[0] for b in boxes]),
-        "image/object/bbox/xmin": _floats([b[1] for b in boxes]),
-        "image/object/bbox/ymax": _floats([b[2] for b in boxes]),
-        "image/object/bbox/xmax": _floats([b[3] for b in boxes]),
-        "image/object/class/label": _ints([int(label) for label in labels]),
-        "image/object/class/text": _bytes([name.encode() for name in class_names]),
-        "image/object/is_crowd": _ints([int(c) for c in (is_crowd if is_crowd is not None else [0] * len(boxes))]),
+        keys.IMAGE: _bytes([encoded]),
+        keys.FORMAT: _bytes([image_format.lower().encode()]),
+        keys.HEIGHT: _ints([height]),
+        keys.WIDTH: _ints([width]),
+        keys.SOURCE_ID: _bytes([source_id.encode()]),
+        keys.FILENAME: _bytes([filename.encode()]),
+        keys.BOX_YMIN: _floats([b[0] for b in boxes]),
+        keys.BOX_XMIN: _floats([b[1] for b in boxes]),
+        keys.BOX_YMAX: _floats([b[2] for b in boxes]),
+        keys.BOX_XMAX: _floats([b[3] for b in boxes]),
+        keys.OBJECT_LABEL: _ints([int(label) for label in labels]),
+        keys.OBJECT_TEXT: _bytes([name.encode() for name in class_names]),
+        keys.OBJECT_IS_CROWD: _ints([int(c) for c in (is_crowd if is_crowd is not None else [0] * len(boxes))]),
     }
     if areas is not None:
-        feature["image/object/area"] = _floats([float(a) for a in areas])
+        feature[keys.OBJECT_AREA] = _floats([float(a) for a in areas])
     return Example(features=Features(feature=feature))

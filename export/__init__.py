@@ -1,1 +1,1 @@
-"""Serving signatures and atomic SavedModel export."""
+"""Serving signatures and the atomic SavedModel export."""

@@ -1,6 +1,7 @@
-"""Serving modules with exactly the documented signatures (reference decision 3).
+"""Serving modules with exactly the signatures the built-in algorithms document (input and output names,
+dtypes and shapes below), so models deploy and are called as Google's were.
 
-They decode and resize with data.image_ops, the same code the training pipeline uses, and hold only the
+They decode and resize with dataloaders.image_ops, the same code the training pipeline uses, and hold only the
 model's weights (a never-compiled copy: no optimizer slots in the SavedModel).
 """
 
@@ -10,9 +11,9 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from algorithms.runtime.checkpoints import trackable_variables
-from data import image_ops
-from data.labels import LABELS_FILE_NAME
+from core.variables import trackable_variables
+from dataloaders import image_ops
+from dataloaders.labels import LABELS_FILE_NAME
 
 
 class _ServingModule(tf.Module):

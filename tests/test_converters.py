@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data import classification_input, detection_input
-from data.record_pipeline import RecordCounters
+from core import feature_keys
+from dataloaders import classification_input, detection_input
+from dataloaders.record_pipeline import RecordCounters
 from tests.conftest import REPO, run_entrypoint
 
 PHOTOS = {"cat": ("chelsea", "cat"), "object": ("coffee", "rocket", "camera")}
@@ -265,7 +266,7 @@ def test_boxes_csv_in_pixels_and_normalized_give_the_same_records(photo_files, t
     assert len(outputs["pixels"]) == 4
     for name, example in outputs["pixels"].items():
         other = outputs["normalized"][name]
-        for key in detection_input.BOX_KEYS:
+        for key in feature_keys.BOXES:
             np.testing.assert_allclose(_feature(example, key), _feature(other, key), rtol=1e-6)
         assert _feature(example, "image/object/class/label") == _feature(other, "image/object/class/label")
     negative = outputs["pixels"][os.path.basename(photo_files["files"][3]["path"]).encode()]

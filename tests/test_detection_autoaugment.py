@@ -7,9 +7,9 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 import entrypoint
-from data import detection_autoaugment as aa
 from data.example_codec import detection_example
 from data.sample_data import encode
+from dataloaders import detection_autoaugment as aa
 
 HEIGHT, WIDTH = 96, 128
 BOX = np.array([[0.25, 0.3, 0.6, 0.55]], np.float32)  # ymin, xmin, ymax, xmax

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data import detection_input, tfrecord_files
+from core import feature_keys
+from dataloaders import tfrecord_files
 from tests.conftest import run_entrypoint
 
 # ResNet-18 at 128 px, levels 3-7 (NAS-FPN's levels), Adam: learns the digits in a few hundred steps on 2 cores.
@@ -90,11 +91,11 @@ def _validation_scenes(digit_detection, count):
     scenes = []
     for record in tfrecord_files.read_records(path, 40):
         feature = tf.train.Example.FromString(record).features.feature
-        labels = list(feature[detection_input.LABEL_KEY].int64_list.value)
+        labels = list(feature[feature_keys.OBJECT_LABEL].int64_list.value)
         if not labels:
             continue
-        boxes = np.stack([feature[k].float_list.value for k in detection_input.BOX_KEYS], axis=-1)
-        image = np.asarray(Image.open(io.BytesIO(feature[detection_input.IMAGE_KEY].bytes_list.value[0])).convert("RGB"))
+        boxes = np.stack([feature[k].float_list.value for k in feature_keys.BOXES], axis=-1)
+        image = np.asarray(Image.open(io.BytesIO(feature[feature_keys.IMAGE].bytes_list.value[0])).convert("RGB"))
         scenes.append((image, boxes, labels))
         if len(scenes) == count:
             break

@@ -16,7 +16,7 @@ from algorithms import registry
 from algorithms.detection import anchors as anchor_ops
 from algorithms.detection.coco_metrics import CocoEvaluator
 from algorithms.detection.nasfpn import CELL_BLOCKS, _cell_plan
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 from data.example_codec import detection_example
 from data.sample_data import encode
 
@@ -216,8 +216,8 @@ def test_classification_records_given_to_the_detector(capsys, tmp_path, digits):
 
 def test_evaluation_batches_of_images_without_boxes(tmp_path):
     """Negatives only (and a padded last batch): every batch still has a ground-truth row, all of it padding."""
-    from data import detection_input
-    from data.record_pipeline import RecordCounters
+    from dataloaders import detection_input
+    from dataloaders.record_pipeline import RecordCounters
 
     files = [_write(tmp_path / "negatives.tfrecord", [_record([], []) for _ in range(3)])]
     batches = list(detection_input.build_dataset(

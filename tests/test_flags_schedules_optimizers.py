@@ -7,9 +7,9 @@ import pytest
 import entrypoint
 from algorithms import registry
 from algorithms.runtime.config import ScheduleConfig
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.optimizers import build_optimizer, parse_optimizer_config
 from algorithms.runtime.schedules import WarmupDecaySchedule
+from core.errors import UserInputError
 
 SEED_COMMAND = ["--training_data_path={train}", "--validation_data_path={validation}", "--job-dir=/tmp/out",
                 "--max_steps=30000", "--train_batch_size=128", "--num_classes=10", "--num_eval_images=100",

@@ -63,7 +63,7 @@ def test_predict_prints_what_the_saved_model_returns(trained_job, image_folder, 
 
 
 def test_predict_with_a_glob_and_a_bad_input(trained_job, image_folder):
-    from export import predict
+    from client import predict
 
     assert len(predict.find_images(str(image_folder / "*.png"))) == 6
     code = subprocess.run([sys.executable, os.path.join(REPO, "entrypoint.py"), "predict",

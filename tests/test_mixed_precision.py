@@ -5,8 +5,8 @@ import logging
 import pytest
 import tensorflow as tf
 
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.precision import choose_policy
+from core.errors import UserInputError
 from tests.conftest import FAST_FLAGS
 
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from algorithms.runtime import strategy
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 from tests.conftest import FAST_FLAGS, REPO
 
 

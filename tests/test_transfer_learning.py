@@ -11,7 +11,7 @@ from PIL import Image
 
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
 from algorithms.runtime.checkpoints import restore_matching
-from data import tfrecord_files
+from dataloaders import tfrecord_files
 from tests.conftest import FAST_FLAGS, run_entrypoint
 
 

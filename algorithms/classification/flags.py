@@ -3,8 +3,8 @@
 from absl import flags
 
 from algorithms.classification.model import MODEL_TYPES, native_image_size
-from algorithms.classification.task import ClassificationParams
-from algorithms.runtime.errors import UserInputError
+from algorithms.classification.params import ClassificationParams
+from core.errors import UserInputError
 
 DEFAULT_MODEL_TYPE = "efficientnet-b0"
 

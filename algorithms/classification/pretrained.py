@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from algorithms import backbones
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 
 DOWNLOAD_HOSTS = {"keras.applications": "storage.googleapis.com", "KerasHub": "www.kaggle.com"}
 PROBE_SECONDS = 3.0

@@ -8,28 +8,44 @@ from absl import logging
 
 from algorithms.classification import pretrained, report_figures
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
+from algorithms.classification.params import ClassificationParams
 from algorithms.runtime.checkpoints import resolve_checkpoint_prefix, restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.report import decode_for_display
 from algorithms.runtime.schedules import SwitchedSchedule
-from algorithms.runtime.task import Task
-from data import classification_input, image_sources, labels, record_pipeline, tfrecord_files
+from algorithms.runtime.task import Evaluator, Task
+from core import feature_keys
+from core.errors import UserInputError
+from data import image_sources
+from dataloaders import classification_input, labels, tfrecord_files
 from export.signatures import ClassificationServing
 
 
-@dataclasses.dataclass(frozen=True)
-class ClassificationParams:
-    model_type: str
-    image_size: int
-    label_smoothing: float
-    pretrained_weights: str | None = None
-    dropout_rate: float | None = None
-    regularizers_l2: float = 0.0
-    train_only_top_layer: bool = False
-    fine_tune_after_steps: int = 0
-    fine_tune_learning_rate: float | None = None
-    validation_split_ratio: float = 0.2
+class ClassificationEvaluator(Evaluator):
+    """Top-1/top-5 accuracy, the mean cross-entropy and the confusion matrix, summed over weighted images."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.confusion_matrix = None  # of the last pass, for the report
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {}
+
+    def update(self, outputs: dict) -> None:
+        for key, value in outputs.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value  # scalars and the confusion matrix alike
+
+    @property
+    def num_images(self) -> int:
+        return int(round(float(self.sums.get("count", 0.0))))
+
+    def result(self) -> dict:
+        count = float(self.sums["count"])
+        self.confusion_matrix = self.sums["confusion_matrix"]
+        return {"top_1_accuracy": float(self.sums["correct_top_1"]) / count,
+                "top_5_accuracy": float(self.sums["correct_top_5"]) / count,
+                "eval_loss": float(self.sums["loss_sum"]) / count, "eval_images": self.num_images}
 
 
 class ClassificationTask(Task):
@@ -39,7 +55,7 @@ class ClassificationTask(Task):
     def __init__(self, config: JobConfig):
         super().__init__(config)
         self.params: ClassificationParams = config.task_params
-        self.last_confusion_matrix = None
+        self.evaluator = ClassificationEvaluator(config.num_classes)
         self.train_images = self.eval_images = None  # (paths, 1-based labels) when the data is class folders
 
     # --- checks before anything is written -------------------------------------------------------------
@@ -62,12 +78,10 @@ class ClassificationTask(Task):
         if self.train_images is None:
             logging.info("data: %d training file(s), %d validation file(s)", len(self.train_files), len(self.eval_files))
 
-    def check_data(self) -> None:
-        if not image_sources.is_class_folder_tree(self.config.training_data_path):
-            return super().check_data()
+    def check_class_folders(self, data) -> None:
+        """Class-folder input: the folder names are the labels; validation from --validation_data_path (class
+        folders too) or a seeded share of the training folders."""
         c = self.config
-        self.train_counters = record_pipeline.RecordCounters("train")
-        self.eval_counters = record_pipeline.RecordCounters("eval")
         try:
             listed = image_sources.read_class_folders(c.training_data_path, 0.0 if c.validation_data_path else
                                                       self.params.validation_split_ratio, c.seed or 0)
@@ -106,20 +120,19 @@ class ClassificationTask(Task):
         logging.info("class folders: %d training and %d validation images of %d classes (%s)",
                      len(self.train_images[0]), len(self.eval_images[0]), len(names), ", ".join(names))
 
-    def check_first_record(self, files: list[str], flag: str) -> None:
-        path, example = tfrecord_files.first_example(files, flag)
+    def check_first_record(self, path: str, example: tf.train.Example, flag: str) -> None:
         keys = tfrecord_files.example_feature_keys(example)
-        if "image/object/class/label" in keys and classification_input.LABEL_KEY not in keys:
+        if feature_keys.OBJECT_LABEL in keys and feature_keys.CLASS_LABEL not in keys:
             raise UserInputError(f"record 0 of {path} is a detection record (image/object/...); the classification "
                                  "trainer needs image/class/label. Use --task=detection for object detection data")
-        for key in (classification_input.IMAGE_KEY, classification_input.LABEL_KEY):
+        for key in (feature_keys.IMAGE, feature_keys.CLASS_LABEL):
             if key not in keys:
                 raise UserInputError(f"record 0 of {path} has no '{key}' (it has: {', '.join(sorted(keys)) or 'nothing'}); "
-                                     f"classification records need '{classification_input.IMAGE_KEY}' (encoded image) "
-                                     f"and '{classification_input.LABEL_KEY}' (1-based int label)")
-        labels = tfrecord_files.int64_values(example, classification_input.LABEL_KEY)
+                                     f"classification records need '{feature_keys.IMAGE}' (encoded image) "
+                                     f"and '{feature_keys.CLASS_LABEL}' (1-based int label)")
+        labels = tfrecord_files.int64_values(example, feature_keys.CLASS_LABEL)
         if len(labels) != 1 or not 1 <= labels[0] <= self.config.num_classes:
-            raise UserInputError(f"record 0 of {path} has {classification_input.LABEL_KEY}={labels}, outside "
+            raise UserInputError(f"record 0 of {path} has {feature_keys.CLASS_LABEL}={labels}, outside "
                                  f"1..{self.config.num_classes}: labels are 1-based (labels-file line + 1); "
                                  "fix the data or --num_classes")
 
@@ -194,9 +207,6 @@ class ClassificationTask(Task):
             num_classes=self.config.num_classes,
             counters=self.eval_counters, num_records=self.config.num_eval_images, input_context=input_context)
 
-    def skipped_record_counts(self) -> dict:
-        return {"train": self.train_counters.read(), "eval": self.eval_counters.read()}
-
     # --- loss and metrics --------------------------------------------------------------------------------
     def compute_loss(self, model, batch):
         images, labels = batch
@@ -205,8 +215,7 @@ class ClassificationTask(Task):
         per_example = keras.losses.categorical_crossentropy(
             targets, logits, from_logits=True, label_smoothing=self.params.label_smoothing)
         # L2 on weights, not on biases or BatchNorm scales/offsets (as the upstream trainers do).
-        kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
-        regularization = self.config.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+        regularization = self.weight_decay_loss(model)
         if self.params.regularizers_l2:
             regularization += self.params.regularizers_l2 * tf.nn.l2_loss(model.head.kernel)
         return per_example, regularization
@@ -225,62 +234,40 @@ class ClassificationTask(Task):
                                                          weights=weights, dtype=tf.float32),
         }
 
-    def eval_metrics(self, sums: dict) -> dict:
-        self.last_confusion_matrix = sums.get("confusion_matrix")
-        count = float(sums["count"])
-        if count == 0:
-            raise UserInputError(f"no validation image could be decoded from --validation_data_path="
-                                 f"{self.config.validation_data_path}")
-        return {"top_1_accuracy": float(sums["correct_top_1"]) / count,
-                "top_5_accuracy": float(sums["correct_top_5"]) / count,
-                "eval_loss": float(sums["loss_sum"]) / count, "eval_images": int(round(count))}
-
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:
         return ClassificationServing(model, self.params.image_size, self.class_names)
 
     # --- report ------------------------------------------------------------------------------------------
-    def _display_names(self) -> list[str]:
-        return self.class_names or [str(label) for label in range(1, self.config.num_classes + 1)]
-
     def report_tables(self) -> dict:
-        if self.last_confusion_matrix is None:
+        if self.evaluator.confusion_matrix is None:
             return {}
-        return {"confusion_matrix.csv": report_figures.confusion_matrix_csv(self.last_confusion_matrix,
-                                                                           self._display_names())}
+        return {"confusion_matrix.csv": report_figures.confusion_matrix_csv(self.evaluator.confusion_matrix,
+                                                                           self.display_names())}
 
     def report_figures(self, serving_model) -> dict:
         figures = {}
-        names = self._display_names()
-        if self.last_confusion_matrix is not None:
-            figures["confusion_matrix.png"] = report_figures.confusion_matrix_figure(self.last_confusion_matrix, names)
+        names = self.display_names()
+        if self.evaluator.confusion_matrix is not None:
+            figures["confusion_matrix.png"] = report_figures.confusion_matrix_figure(self.evaluator.confusion_matrix,
+                                                                                   names)
         if serving_model is not None:
-            figures["predictions.png"] = report_figures.predictions_figure(self._prediction_samples(serving_model, names))
+            samples = []
+            for encoded, label, outputs in self.prediction_samples(serving_model, count=16):
+                probabilities = outputs["probabilities"]
+                predicted = int(probabilities.argmax())
+                samples.append((decode_for_display(encoded), names[label - 1], names[predicted],
+                                float(probabilities[predicted])))
+            figures["predictions.png"] = report_figures.predictions_figure(samples)
         return figures
 
-    def _prediction_samples(self, model, names, count: int = 16) -> list[tuple]:
-        """The first validation images as the exported signature sees them (same decode, resize, softmax)."""
-        serve = self.serving_module(model).serve
-        samples = []
-        if self.eval_images:
-            for path, label in list(zip(*self.eval_images))[:count]:
-                with tf.io.gfile.GFile(path, "rb") as handle:
-                    self._add_sample(samples, serve, handle.read(), label, names)
-            return samples
-        for path in self.eval_files:
-            for record in tfrecord_files.read_records(path, count - len(samples)):
-                feature = tf.train.Example.FromString(record).features.feature
-                self._add_sample(samples, serve, feature[classification_input.IMAGE_KEY].bytes_list.value[0],
-                                 feature[classification_input.LABEL_KEY].int64_list.value[0], names)
-            if len(samples) >= count:
-                break
-        return samples
+    def validation_images(self, count: int):
+        if self.eval_images is None:
+            yield from super().validation_images(count)
+            return
+        for path, label in list(zip(*self.eval_images))[:count]:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                yield handle.read(), label
 
-    @staticmethod
-    def _add_sample(samples: list, serve, encoded: bytes, label: int, names: list[str]) -> None:
-        try:
-            probabilities = serve(tf.constant([encoded]), tf.constant([b""]))["probabilities"][0].numpy()
-        except tf.errors.InvalidArgumentError:
-            return  # an undecodable image: already counted and skipped by the evaluation
-        predicted = int(probabilities.argmax())
-        samples.append((decode_for_display(encoded), names[label - 1], names[predicted], float(probabilities[predicted])))
+    def truth_from_example(self, feature) -> int:
+        return feature[feature_keys.CLASS_LABEL].int64_list.value[0]

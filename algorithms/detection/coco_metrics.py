@@ -11,6 +11,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from algorithms.runtime.task import Evaluator
+
 # COCOeval.stats order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
 
@@ -21,7 +23,7 @@ def _xywh(boxes_normalized: np.ndarray, height: float, width: float) -> np.ndarr
     return np.stack([scaled[:, 1], scaled[:, 0], scaled[:, 3] - scaled[:, 1], scaled[:, 2] - scaled[:, 0]], axis=-1)
 
 
-class CocoEvaluator:
+class CocoEvaluator(Evaluator):
     """Collects detections and ground truth image by image, then runs COCOeval once."""
 
     def __init__(self, num_classes: int, max_detections: int = 100):
@@ -54,8 +56,8 @@ class CocoEvaluator:
                 self.detections.append([image_id, *box, float(score), int(round(float(label)))])
         return image_id
 
-    def add_batch(self, outputs: dict) -> None:
-        """The eval step's per-replica outputs as numpy; rows with weight 0 are padding."""
+    def update(self, outputs: dict) -> None:
+        """One replica's eval step outputs as numpy; rows with weight 0 are padding."""
         for i in np.flatnonzero(outputs["weights"] > 0):
             count = int(outputs["num_detections"][i])
             self.add_image(outputs["original_sizes"][i][0], outputs["original_sizes"][i][1],
@@ -63,8 +65,15 @@ class CocoEvaluator:
                            outputs["gt_areas"][i], outputs["boxes"][i][:count], outputs["scores"][i][:count],
                            outputs["classes"][i][:count])
 
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
     def result(self) -> dict:
-        """{"AP": ..., "AP50": ..., ...}; every value is 0.0 when nothing was detected."""
+        """{"AP": ..., "AP50": ..., ..., "eval_images": n}; every AP/AR is 0.0 when nothing was detected."""
+        return {**self._coco_metrics(), "eval_images": self.num_images}
+
+    def _coco_metrics(self) -> dict:
         ground_truth = COCO()
         ground_truth.dataset = {"images": self.images, "annotations": self.annotations,
                                 "categories": [{"id": c} for c in range(1, self.num_classes + 1)]}

@@ -1,4 +1,4 @@
-"""Flags of the object detection algorithm (fact sheet §4), on top of algorithms/runtime/flags.py.
+"""Flags of the built-in object detection algorithm, on top of algorithms/runtime/flags.py.
 
 Where the built-in's docs are silent the defaults are those of the upstream RetinaNet config
 (tensorflow/tpu models/official/detection, retinanet_config.py).
@@ -8,8 +8,8 @@ from absl import flags
 
 from algorithms.detection.params import FPN_TYPES, RESNET_DEPTHS, DetectionParams
 from algorithms.runtime.config import TrainingDefaults
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.flags import parse_number_list
+from core.errors import UserInputError
 
 DEFAULT_IMAGE_SIZE = (640, 640)
 
@@ -21,7 +21,7 @@ TRAINING_DEFAULTS = TrainingDefaults(
     warmup_learning_rate_fraction=0.0067 / 0.08, stepwise_step_fractions=(15000 / 22500, 20000 / 22500),
     stepwise_level_factors=(0.1, 0.01), gradient_clip_norm=10.0)
 
-# Flags only the object-detection algorithm has; any of them routes a job to detection (decision 6).
+# Flags only the object-detection algorithm has; any of them routes a job to detection (algorithms/registry.py).
 DETECTION_ONLY_FLAGS = frozenset({
     "resnet_depth", "fpn_type", "fpn_min_level", "fpn_max_level", "anchor_size", "bbox_aspect_ratios",
     "max_num_bboxes_in_training", "max_num_bboxes_in_prediction", "nms_iou_threshold", "nms_score_threshold",

@@ -3,7 +3,7 @@
 import dataclasses
 
 from algorithms.backbones import RESNET_DEPTHS
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 
 FPN_TYPES = ("fpn", "nasfpn")
 # The NAS-FPN cell (Ghiasi et al. 2019) was searched for exactly these pyramid levels.

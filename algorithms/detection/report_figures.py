@@ -2,10 +2,8 @@
 with the exported model's boxes drawn on them."""
 
 import numpy as np
-import tensorflow as tf
 
 from algorithms.runtime.report import decode_for_display, pyplot
-from data import detection_input, tfrecord_files
 
 SCORE_TO_DRAW = 0.3
 
@@ -21,28 +19,13 @@ def precision_recall_figure(precision: np.ndarray):
     return figure
 
 
-def prediction_samples(serve, eval_files: list[str], count: int = 8) -> list[tuple]:
-    """(uint8 image, ground-truth normalized boxes, detections) for the first validation images, through the
-    exported signature (same decode, resize and NMS as serving)."""
-    samples = []
-    for path in eval_files:
-        for record in tfrecord_files.read_records(path, count - len(samples)):
-            feature = tf.train.Example.FromString(record).features.feature
-            encoded = feature[detection_input.IMAGE_KEY].bytes_list.value[0]
-            truth = np.stack([np.asarray(feature[key].float_list.value, np.float32) for key in detection_input.BOX_KEYS],
-                             axis=-1).reshape(-1, 4)
-            try:
-                outputs = serve(tf.constant([encoded]), tf.constant([b""]))
-            except tf.errors.InvalidArgumentError:
-                continue  # an undecodable image: already counted and skipped by the evaluation
-            count_valid = int(outputs["num_detections"][0])
-            detections = (outputs["detection_boxes"][0][:count_valid].numpy(),
-                          outputs["detection_classes"][0][:count_valid].numpy(),
-                          outputs["detection_scores"][0][:count_valid].numpy())
-            samples.append((decode_for_display(encoded), truth, detections))
-        if len(samples) >= count:
-            break
-    return samples
+def drawable_sample(encoded: bytes, truth: np.ndarray, outputs: dict) -> tuple:
+    """(uint8 image, ground-truth normalized boxes, (boxes, classes, scores) of the valid detections) from one
+    validation image and its serving outputs."""
+    valid = int(outputs["num_detections"])
+    detections = (outputs["detection_boxes"][:valid], outputs["detection_classes"][:valid],
+                  outputs["detection_scores"][:valid])
+    return decode_for_display(encoded), truth, detections
 
 
 def detections_figure(samples: list[tuple], names: list[str]):

@@ -14,9 +14,10 @@ from algorithms.detection.model import RetinaNet, model_anchors, postprocess
 from algorithms.detection.params import DetectionParams
 from algorithms.runtime.checkpoints import restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.task import Task
-from data import detection_input, tfrecord_files
+from core import feature_keys
+from core.errors import UserInputError
+from dataloaders import detection_input, tfrecord_files
 from export.signatures import DetectionServing
 
 HUBER_DELTA = 0.1  # upstream RetinaNet's box loss
@@ -34,14 +35,12 @@ def focal_loss(logits: tf.Tensor, targets: tf.Tensor, alpha: float, gamma: float
 class DetectionTask(Task):
     name = "detection"
     metric_name = "AP"
-    eval_outputs = "collect"
 
     def __init__(self, config: JobConfig):
         super().__init__(config)
         self.params: DetectionParams = config.task_params
         self.anchors = model_anchors(self.params)
         self.evaluator = CocoEvaluator(config.num_classes, self.params.max_detections)
-        self.last_precision_at_50 = None
 
     # --- checks before anything is written -------------------------------------------------------------
     def preflight(self) -> None:
@@ -53,15 +52,14 @@ class DetectionTask(Task):
         logging.info("data: %d training file(s), %d validation file(s); %d anchors per image", len(self.train_files),
                      len(self.eval_files), len(self.anchors))
 
-    def check_first_record(self, files: list[str], flag: str) -> None:
-        path, example = tfrecord_files.first_example(files, flag)
+    def check_first_record(self, path: str, example: tf.train.Example, flag: str) -> None:
         keys = tfrecord_files.example_feature_keys(example)
-        if "image/class/label" in keys and detection_input.LABEL_KEY not in keys:
+        if feature_keys.CLASS_LABEL in keys and feature_keys.OBJECT_LABEL not in keys:
             raise UserInputError(f"record 0 of {path} is a classification record (image/class/label); the detection "
-                                 f"trainer needs boxes ({', '.join(detection_input.BOX_KEYS)}) and "
-                                 f"{detection_input.LABEL_KEY}. Use --task=classification for classification data")
-        if detection_input.IMAGE_KEY not in keys:
-            raise UserInputError(f"record 0 of {path} has no '{detection_input.IMAGE_KEY}' (it has: "
+                                 f"trainer needs boxes ({', '.join(feature_keys.BOXES)}) and "
+                                 f"{feature_keys.OBJECT_LABEL}. Use --task=classification for classification data")
+        if feature_keys.IMAGE not in keys:
+            raise UserInputError(f"record 0 of {path} has no '{feature_keys.IMAGE}' (it has: "
                                  f"{', '.join(sorted(keys)) or 'nothing'})")
 
     # --- model -------------------------------------------------------------------------------------------
@@ -99,9 +97,6 @@ class DetectionTask(Task):
             num_classes=self.config.num_classes, counters=self.eval_counters,
             num_records=self.config.num_eval_images, input_context=input_context)
 
-    def skipped_record_counts(self) -> dict:
-        return {"train": self.train_counters.read(), "eval": self.eval_counters.read()}
-
     # --- loss and metrics --------------------------------------------------------------------------------
     def compute_loss(self, model, batch):
         """Focal loss over all non-ignored anchors plus detection_loss_weight x Huber loss over the positive
@@ -121,9 +116,7 @@ class DetectionTask(Task):
         batch_size = tf.cast(tf.shape(images)[0], tf.float32)
         normalizer = (tf.reduce_sum(positive) + 1.0) / batch_size
         per_example = (class_loss + p.box_loss_weight * box_loss) / normalizer
-        kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
-        regularization = self.config.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
-        return per_example, regularization
+        return per_example, self.weight_decay_loss(model)
 
     def detect(self, model, images, scaled_sizes) -> dict:
         return postprocess(model(images, training=False), tf.constant(self.anchors), scaled_sizes, self.params)
@@ -134,43 +127,31 @@ class DetectionTask(Task):
         return {**detections, "original_sizes": original_sizes, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
                 "gt_crowd": gt_crowd, "gt_areas": gt_areas, "weights": weights}
 
-    def eval_begin(self) -> None:
-        self.evaluator.reset()
-
-    def eval_collect(self, outputs: dict) -> None:
-        self.evaluator.add_batch(outputs)
-
-    def eval_metrics(self, sums: dict) -> dict:
-        count = len(self.evaluator.images)
-        if count == 0:
-            raise UserInputError(f"no validation image could be decoded from --validation_data_path="
-                                 f"{self.config.validation_data_path}")
-        metrics = self.evaluator.result()
-        self.last_precision_at_50 = self.evaluator.precision_at_50
-        return {**metrics, "eval_images": count}
-
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:
         return DetectionServing(model, lambda images, sizes: self.detect(model, images, sizes), self.params.image_size,
                                 self.params.padded_size, self.class_names)
 
-
     # --- report ------------------------------------------------------------------------------------------
-    def _display_names(self) -> list[str]:
-        return self.class_names or [str(label) for label in range(1, self.config.num_classes + 1)]
-
     def report_figures(self, serving_model) -> dict:
         figures = {}
-        if self.last_precision_at_50 is not None:
-            figures["precision_recall.png"] = report_figures.precision_recall_figure(self.last_precision_at_50)
+        precision = self.evaluator.precision_at_50
+        if precision is not None:
+            figures["precision_recall.png"] = report_figures.precision_recall_figure(precision)
         if serving_model is not None:
-            serve = self.serving_module(serving_model).serve
             figures["predictions.png"] = report_figures.detections_figure(
-                report_figures.prediction_samples(serve, self.eval_files), self._display_names())
+                [report_figures.drawable_sample(*sample) for sample in self.prediction_samples(serving_model, 8)],
+                self.display_names())
         return figures
 
+    def truth_from_example(self, feature) -> np.ndarray:
+        """The record's normalized ground-truth boxes, [n, 4]."""
+        return np.stack([np.asarray(feature[key].float_list.value, np.float32) for key in feature_keys.BOXES],
+                        axis=-1).reshape(-1, 4)
+
     def report_tables(self) -> dict:
-        if self.last_precision_at_50 is None:
+        precision = self.evaluator.precision_at_50
+        if precision is None:
             return {}
-        rows = "\n".join(f"{r / 100:.2f},{p:.4f}" for r, p in enumerate(np.asarray(self.last_precision_at_50)))
+        rows = "\n".join(f"{r / 100:.2f},{p:.4f}" for r, p in enumerate(np.asarray(precision)))
         return {"precision_recall_iou50.csv": "recall,precision\n" + rows + "\n"}

@@ -1,10 +1,9 @@
 """Checkpoint locations: our own job dirs, checkpoint dirs, checkpoint prefixes and exported SavedModels."""
 
-import keras
 import tensorflow as tf
 
-from algorithms.runtime.errors import UserInputError
-from algorithms.runtime.job_layout import join
+from core.errors import UserInputError
+from core.paths import join
 
 
 def resolve_checkpoint_prefix(path: str, flag: str = "pretrained_checkpoint_path") -> str:
@@ -23,25 +22,6 @@ def resolve_checkpoint_prefix(path: str, flag: str = "pretrained_checkpoint_path
         raise UserInputError(f"--{flag}={path} cannot be read: {error.message.splitlines()[0]}") from None
     raise UserInputError(f"--{flag}={path} holds no checkpoint; give a checkpoint prefix "
                          "(…/ckpt-1000), a checkpoint directory, a job dir of this trainer, or an exported model dir")
-
-
-def trackable_variables(model: keras.Model) -> tf.__internal__.tracking.AutoTrackable:
-    """Every variable of a Keras model, as one checkpoint object keyed by the variable's Keras path
-    ("class_subnet/conv2d_0/kernel").
-
-    Checkpoints and SavedModels hold this instead of the model itself: TensorFlow's object graph does not
-    reach the variables of Keras 3 layers kept in lists or dicts made in build() (KerasHub's FPN and
-    prediction heads), so it would silently leave them out. Paths also make warm starts readable. A bare
-    AutoTrackable, not a tf.train.Checkpoint: that would put its own save_counter into every SavedModel.
-    """
-    container = tf.__internal__.tracking.AutoTrackable()
-    seen = set()
-    for variable in model.variables:
-        if variable.path in seen:
-            raise ValueError(f"two variables of {model.name} share the path {variable.path}")
-        seen.add(variable.path)
-        setattr(container, variable.path, variable)
-    return container
 
 
 def restore_matching(variables: list, checkpoint_prefix: str, root: str = "model") -> tuple[list, list]:

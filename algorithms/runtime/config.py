@@ -67,3 +67,6 @@ class JobConfig:
     optimizer: OptimizerConfig
     task_params: Any
     ignored_arguments: tuple = ()
+    # What --training_data_path held when routing had to look (dataloaders.sources.TrainingData), so the
+    # task's checks do not read it again; None when flags alone chose the task.
+    training_data: Any = None

@@ -3,9 +3,9 @@
 from absl import flags
 
 from algorithms.runtime.config import JobConfig, OptimizerConfig, ScheduleConfig, TrainingDefaults
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.optimizers import OPTIMIZER_TYPES, parse_optimizer_config
 from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
+from core.errors import UserInputError
 
 TASKS = ("classification", "detection")
 

@@ -19,8 +19,7 @@ def _reporter() -> hypertune.HyperTune:
     return _instances[path]
 
 
-def report(metric_tag: str, value: float, global_step: int, checkpoint_path: str = "") -> None:
+def report(metric_tag: str, value: float, global_step: int) -> None:
     _reporter().report_hyperparameter_tuning_metric(
-        hyperparameter_metric_tag=metric_tag, metric_value=float(value), global_step=int(global_step),
-        checkpoint_path=checkpoint_path)
+        hyperparameter_metric_tag=metric_tag, metric_value=float(value), global_step=int(global_step))
     logging.info("hypertune: %s=%.4f at step %d", metric_tag, value, global_step)

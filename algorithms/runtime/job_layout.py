@@ -1,18 +1,15 @@
-"""Where a job's outputs go: one module computes every path, for local and gs:// alike (decision 4)."""
+"""Where a job's outputs go: one module computes every path, for local and gs:// alike.
+
+<job-dir>/model, checkpoints, report and logs; a tuning trial gets model/trial_<id>, checkpoints/trial_<id>, ...
+so trials sharing one job dir never mix, as on AI Platform. Vertex AI passes AIP_* directories instead.
+"""
 
 import dataclasses
 import json
 import os
 
-from algorithms.runtime.errors import UserInputError
-
-
-def join(base: str, *parts: str) -> str:
-    """Path join that keeps gs:// URIs intact."""
-    path = base.rstrip("/")
-    for part in parts:
-        path = f"{path}/{part.strip('/')}"
-    return path
+from core.errors import UserInputError
+from core.paths import describe_io_error, gcs_bucket, join, missing_bucket_text
 
 
 def tf_config() -> dict:
@@ -55,7 +52,6 @@ class JobLayout:
     checkpoint_dir: str
     report_dir: str
     tensorboard_dir: str
-    trial: str | None
 
     @classmethod
     def create(cls, job_dir: str | None) -> "JobLayout":
@@ -65,7 +61,7 @@ class JobLayout:
             return cls(model_dir=join(job_dir, "model", *suffix), checkpoint_dir=join(job_dir, "checkpoints", *suffix),
                        report_dir=join(job_dir, "report", *suffix),
                        tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR", "").rstrip("/")
-                       or join(job_dir, "logs", *suffix), trial=trial)
+                       or join(job_dir, "logs", *suffix))
         # Vertex AI passes no --job-dir; its AIP_* directories are already per trial.
         model_dir = os.environ.get("AIP_MODEL_DIR")
         if model_dir:
@@ -73,7 +69,19 @@ class JobLayout:
             return cls(model_dir=model_dir.rstrip("/"),
                        checkpoint_dir=os.environ.get("AIP_CHECKPOINT_DIR", join(base, "checkpoints")).rstrip("/"),
                        report_dir=join(base, "report"),
-                       tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR", join(base, "logs")).rstrip("/"),
-                       trial=trial)
+                       tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR", join(base, "logs")).rstrip("/"))
         raise UserInputError("--job-dir is required (the output root for the model and checkpoints, local or gs://), "
                              "unless AIP_MODEL_DIR is set as on Vertex AI")
+
+    def check_writable(self) -> None:
+        """Fails now, not at the first export, when the job dir cannot be written (a bucket typo, no permission)."""
+        import tensorflow as tf
+
+        path = self.checkpoint_dir
+        # TensorFlow's GCS makedirs never returns when the bucket is missing: check the bucket first.
+        if path.startswith("gs://") and not tf.io.gfile.exists(gcs_bucket(path)):
+            raise UserInputError(f"cannot write the job dir {path}: {missing_bucket_text(path)}")
+        try:
+            tf.io.gfile.makedirs(path)
+        except tf.errors.OpError as error:
+            raise UserInputError(f"cannot write the job dir {path}: {describe_io_error(path, error)}") from None

@@ -3,7 +3,7 @@
 import keras
 
 from algorithms.runtime.config import OptimizerConfig
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 
 # For each optimizer_type: the Keras class, the TF1 constructor defaults the built-ins used, and how each
 # accepted argument name (TF1 name or Keras name) maps to the Keras argument. `None` means accepted and ignored.

@@ -8,7 +8,7 @@ on CPUs that have AVX512_BF16/AMX). float16 training wraps the optimizer in dyna
 import keras
 import tensorflow as tf
 
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 
 CHOICES = ("auto", "true", "false", "float16", "bfloat16")
 TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)

@@ -16,7 +16,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime.job_layout import join
+from core.paths import join
 
 METRICS_FILE = "metrics.csv"
 

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from algorithms.runtime.config import ScheduleConfig
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
 
 DECAY_TYPES = ("cosine", "exponential", "stepwise", "constant")
 

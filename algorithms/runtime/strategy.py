@@ -12,13 +12,13 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime.errors import UserInputError
 from algorithms.runtime.job_layout import tf_config
+from core.errors import UserInputError
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
 _PUBLIC_NAMES = {"default": "default strategy", "mirrored": "MirroredStrategy",
                  "multi_worker_mirrored": "MultiWorkerMirroredStrategy", "tpu": "TPUStrategy"}
-# The AI Platform TPU node may still be provisioning when the job starts (fact sheet §7).
+# The AI Platform TPU node may still be provisioning when the job starts (its docs say to retry the connection).
 TPU_CONNECT_ATTEMPTS = 40
 TPU_CONNECT_DELAY_SECONDS = 10.0
 

@@ -1,28 +1,53 @@
 """The contract between the shared runtime and one algorithm (classification, detection, ...).
 
-A task builds its model, datasets, loss, evaluation and serving module; it never writes files or reports
-metrics: the runtime does that, once, for every task.
+A task builds its model, datasets, loss, evaluator and serving module; it never writes files or reports
+metrics: the runtime does that, once, for every task. What both tasks do alike (data checks, skip counters,
+class names, weight decay, the report's validation samples) lives here.
 """
 
 import abc
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from algorithms.runtime.config import JobConfig
-from algorithms.runtime.errors import UserInputError
-from data import labels, record_pipeline, tfrecord_files
-from data.labels import LABELS_FILE_NAME
+from core import feature_keys
+from core.errors import UserInputError
+from dataloaders import labels, record_pipeline, tfrecord_files
+from dataloaders.labels import LABELS_FILE_NAME
+from dataloaders.sources import TrainingData, inspect_training_data
+
+
+class Evaluator(abc.ABC):
+    """Accumulates one evaluation pass, as Keras metrics do: reset(), update() per replica batch, result().
+
+    `update` receives one local replica's eval_step outputs as numpy arrays. Every worker evaluates the whole
+    validation set, and its local replicas together see each image once, so nothing is gathered across workers.
+    """
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forgets the previous pass."""
+
+    @abc.abstractmethod
+    def update(self, outputs: dict) -> None:
+        """Adds one replica's batch; rows whose weight is 0 are padding."""
+
+    @property
+    @abc.abstractmethod
+    def num_images(self) -> int:
+        """Real (non-padding) validation images seen in this pass."""
+
+    @abc.abstractmethod
+    def result(self) -> dict:
+        """Final metrics (floats, `eval_images` an int) of the pass; called only when num_images > 0."""
 
 
 class Task(abc.ABC):
     name: str
     metric_name: str  # reported to hypertune and used to pick the best model (higher is better)
-    # How eval_step outputs come back: "sum" adds them over replicas and batches (each input pipeline
-    # evaluates the whole set, the runtime divides by their number) and hands the sums to eval_metrics;
-    # "collect" hands every local replica's per-image outputs (numpy) to eval_collect, for metrics that
-    # need all predictions at once (COCO AP).
-    eval_outputs = "sum"
+    evaluator: Evaluator  # made by the task; its last pass stays readable for the report
 
     def __init__(self, config: JobConfig):
         self.config = config
@@ -38,8 +63,14 @@ class Task(abc.ABC):
         raises UserInputError."""
 
     @abc.abstractmethod
-    def check_first_record(self, files: list[str], flag: str) -> None:
-        """Raises UserInputError when the first record of `files` is not one this task reads."""
+    def check_first_record(self, path: str, example: tf.train.Example, flag: str) -> None:
+        """Raises UserInputError when `example`, the first record of `path`, is not one this task reads."""
+
+    def check_class_folders(self, data: TrainingData) -> None:
+        """Reads a class-folder tree as the training data; only tasks that can learn from one override this."""
+        raise UserInputError(f"--training_data_path={data.path} is a folder of class folders, which only image "
+                             f"classification reads; {self.name} needs TFRecords (convert with "
+                             "`python -m data.jpeg_to_tf_record`)")
 
     def check_data(self) -> None:
         """What every task checks of its data: both globs resolve, their first records are this task's,
@@ -47,10 +78,14 @@ class Task(abc.ABC):
         c = self.config
         self.train_counters = record_pipeline.RecordCounters("train")
         self.eval_counters = record_pipeline.RecordCounters("eval")
-        self.train_files = tfrecord_files.resolve_files(c.training_data_path, "training_data_path")
+        training = c.training_data or inspect_training_data(c.training_data_path)
+        if training.class_folders:
+            return self.check_class_folders(training)
+        self.train_files = list(training.files)
+        self.check_first_record(training.first_record_path, training.first_example, "training_data_path")
         self.eval_files = tfrecord_files.resolve_files(c.validation_data_path, "validation_data_path")
-        for files, flag in ((self.train_files, "training_data_path"), (self.eval_files, "validation_data_path")):
-            self.check_first_record(files, flag)
+        self.check_first_record(*tfrecord_files.first_example(self.eval_files, "validation_data_path"),
+                                "validation_data_path")
         if c.num_eval_images:
             available = tfrecord_files.count_records(self.eval_files, c.num_eval_images)
             if available < c.num_eval_images:
@@ -58,6 +93,7 @@ class Task(abc.ABC):
                     f"--num_eval_images={c.num_eval_images} is more than the {available} records in "
                     f"--validation_data_path={c.validation_data_path}; lower it or use 0 for all of them")
         self.class_names = labels.load_class_names(c.labels_file, self.train_files, c.num_classes)
+        return None
 
     @abc.abstractmethod
     def build_model(self) -> keras.Model:
@@ -94,38 +130,68 @@ class Task(abc.ABC):
     def compute_loss(self, model: keras.Model, batch) -> tuple[tf.Tensor, tf.Tensor]:
         """(per-example loss [b], regularisation scalar) for one training batch."""
 
+    def weight_decay_loss(self, model: keras.Model) -> tf.Tensor:
+        """weight_decay x L2 of the trainable weights, not of biases or BatchNorm scales/offsets (as the
+        upstream trainers do)."""
+        kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
+        return self.config.weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+
     @abc.abstractmethod
     def eval_step(self, model: keras.Model, batch) -> dict:
-        """Sums over one evaluation batch, e.g. {"correct_top_1": ..., "count": ...} (summed across replicas)."""
-
-    @abc.abstractmethod
-    def eval_metrics(self, sums: dict) -> dict:
-        """Final metrics (floats) from the summed eval_step outputs (empty when eval_outputs is "collect");
-        must contain metric_name."""
-
-    def eval_begin(self) -> None:
-        """Called before each evaluation pass ("collect" tasks reset what they gathered)."""
-
-    def eval_collect(self, outputs: dict) -> None:
-        """One local replica's eval_step outputs as numpy arrays (only when eval_outputs is "collect")."""
-        raise NotImplementedError
+        """One replica's per-batch outputs for the evaluator (tensors; weight 0 marks padding)."""
 
     @abc.abstractmethod
     def serving_module(self, model: keras.Model) -> tf.Module:
         """A tf.Module whose `serving_signatures()` maps signature names to concrete serving functions."""
 
-    @abc.abstractmethod
     def skipped_record_counts(self) -> dict:
         """{"train": (attempted, skipped), "eval": (attempted, skipped)} undecodable-image counters."""
-
-    def deployment_labels(self) -> dict:
-        return {}
+        return {"train": self.train_counters.read(), "eval": self.eval_counters.read()}
 
     def extra_export_files(self) -> dict:
         """{file name: text} written beside the exported model: labels.txt when class names are known."""
         if not self.class_names:
             return {}
         return {LABELS_FILE_NAME: "\n".join(self.class_names) + "\n"}
+
+    def display_names(self) -> list[str]:
+        """Class names for figures: the known names, else the 1-based label numbers."""
+        return self.class_names or [str(label) for label in range(1, self.config.num_classes + 1)]
+
+    # --- the report ----------------------------------------------------------------------------------------
+    def validation_images(self, count: int):
+        """Up to `count` (encoded image, ground truth) pairs from the start of the validation data; the truth
+        is whatever truth_from_example makes of a record."""
+        found = 0
+        for path in self.eval_files:
+            for record in tfrecord_files.read_records(path, count - found):
+                feature = tf.train.Example.FromString(record).features.feature
+                yield self.image_from_example(feature), self.truth_from_example(feature)
+                found += 1
+            if found >= count:
+                return
+
+    @staticmethod
+    def image_from_example(feature) -> bytes:
+        return feature[feature_keys.IMAGE].bytes_list.value[0]
+
+    def truth_from_example(self, feature):
+        """The ground truth of one validation record, for the report's sample figure."""
+        return None
+
+    def prediction_samples(self, serving_model: keras.Model, count: int) -> list[tuple]:
+        """(encoded image, truth, serving outputs as numpy) for the first validation images, through the
+        exported signature (the same decode, resize and post-processing as serving); undecodable images,
+        already counted by the evaluation, are left out."""
+        serve = self.serving_module(serving_model).serve
+        samples = []
+        for encoded, truth in self.validation_images(count):
+            try:
+                outputs = serve(tf.constant([encoded]), tf.constant([b""]))
+            except tf.errors.InvalidArgumentError:
+                continue
+            samples.append((encoded, truth, {key: np.asarray(value[0]) for key, value in outputs.items()}))
+        return samples
 
     def report_figures(self, serving_model) -> dict:
         """{file name: matplotlib Figure} for the training report; `serving_model` is the best model's

@@ -15,15 +15,16 @@ import tensorflow as tf
 from absl import logging
 
 from algorithms.runtime import hypertune_reporter, precision
-from algorithms.runtime.checkpoints import resolve_checkpoint_prefix, trackable_variables
+from algorithms.runtime.checkpoints import resolve_checkpoint_prefix
 from algorithms.runtime.config import JobConfig
-from algorithms.runtime.errors import DataError, UserInputError, data_error_from_tf_message
 from algorithms.runtime.job_layout import JobLayout, is_chief
 from algorithms.runtime.optimizers import build_optimizer
 from algorithms.runtime.report import TrainingReport
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from algorithms.runtime.strategy import choose_strategy
 from algorithms.runtime.task import Task
+from core.errors import DataError, UserInputError, data_error_from_tf_message
+from core.variables import trackable_variables
 from export.atomic import export_saved_model, recover_interrupted_swap
 
 MAX_CHECKPOINTS_KEPT = 3
@@ -39,7 +40,6 @@ class RunSummary:
     best_step: int
     last_metrics: dict
     model_dir: str
-    checkpoint_dir: str
     first_loss: float | None
     losses: list  # (step, mean loss over the logged interval)
 
@@ -57,9 +57,8 @@ def data_errors_as_user_errors():
 
 
 class Trainer:
-    def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy):
-        self.task, self.config, self.strategy = task, config, strategy
-        self.layout = JobLayout.create(config.job_dir)
+    def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy, layout: JobLayout):
+        self.task, self.config, self.strategy, self.layout = task, config, strategy, layout
         self.chief = is_chief()
         self.policy = precision.policy_for(config.mixed_precision, strategy)
         logging.info("precision: %s", self.policy)
@@ -82,6 +81,11 @@ class Trainer:
         self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
                           else tf.summary.create_noop_writer())
         self.report = TrainingReport(self.layout.report_dir, task.metric_name, enabled=self.chief)
+        # What happens with each evaluation's metrics besides export and checkpoint: (step, train loss, metrics).
+        self.evaluation_callbacks = [self.report.record_evaluation, self._write_eval_summaries]
+        if self.chief:
+            self.evaluation_callbacks.append(
+                lambda step, _, metrics: hypertune_reporter.report(task.metric_name, metrics[task.metric_name], step))
         self._last_train_loss = None
         self._train_fn = self._make_train_fn()
         self._eval_fn = self._make_eval_fn()
@@ -121,10 +125,8 @@ class Trainer:
 
         @tf.function
         def eval_batch(batch):
-            outputs = strategy.run(lambda b: task.eval_step(model, b), args=(batch,))
-            if task.eval_outputs == "collect":
-                return strategy.experimental_local_results(outputs)
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in outputs.items()}
+            # Each worker's local replicas together see the whole set: no cross-worker gathering needed.
+            return strategy.experimental_local_results(strategy.run(lambda b: task.eval_step(model, b), args=(batch,)))
 
         return eval_batch
 
@@ -151,31 +153,18 @@ class Trainer:
             self._train_fn = self._make_train_fn()
 
     def evaluate(self) -> dict:
-        pipelines = []
-
-        def eval_dataset(input_context):
-            pipelines.append(input_context.num_input_pipelines)
-            return self.task.eval_dataset(input_context)
-
         # Every input pipeline (worker) evaluates the whole set, so all of them run the same number of batches.
-        dataset = self.strategy.distribute_datasets_from_function(eval_dataset)
-        if self.task.eval_outputs == "collect":
-            # Each worker's local replicas together see the whole set: no cross-worker gathering needed.
-            self.task.eval_begin()
-            with data_errors_as_user_errors():
-                for batch in dataset:
-                    for replica_outputs in self._eval_fn(batch):
-                        self.task.eval_collect({key: value.numpy() for key, value in replica_outputs.items()})
-            return self.task.eval_metrics({})
-        sums = {}
+        dataset = self.strategy.distribute_datasets_from_function(self.task.eval_dataset)
+        evaluator = self.task.evaluator
+        evaluator.reset()
         with data_errors_as_user_errors():
             for batch in dataset:
-                for key, value in self._eval_fn(batch).items():
-                    sums[key] = sums.get(key, 0.0) + value.numpy()  # scalars and arrays (confusion matrix)
-        if not sums:
-            raise UserInputError(f"--validation_data_path={self.config.validation_data_path} yielded no usable image")
-        copies = max(pipelines) if pipelines else 1
-        return self.task.eval_metrics({key: value / copies for key, value in sums.items()})
+                for replica_outputs in self._eval_fn(batch):
+                    evaluator.update({key: value.numpy() for key, value in replica_outputs.items()})
+        if not evaluator.num_images:
+            raise UserInputError(f"no validation image could be decoded from --validation_data_path="
+                                 f"{self.config.validation_data_path}")
+        return evaluator.result()
 
     def _check_skipped_records(self) -> None:
         limit = self.config.max_bad_image_fraction
@@ -201,7 +190,7 @@ class Trainer:
                 with precision.global_policy("float32"):
                     self._serving_model = self.task.build_model()
             self._serving_model.set_weights(weights)
-            labels = {"job_id": _job_id(), "global_step": self.step, **self.task.deployment_labels()}
+            labels = {"job_id": _job_id(), "global_step": self.step}
             export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels,
                                self.task.extra_export_files())
             logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
@@ -215,18 +204,19 @@ class Trainer:
         metrics = self.evaluate()
         self._check_skipped_records()
         improved = self._export_if_best(metrics)
-        if self.chief:
-            hypertune_reporter.report(self.task.metric_name, metrics[self.task.metric_name], self.step)
-        self.report.record_evaluation(self.step, self._last_train_loss, metrics)
-        with self.summaries.as_default(step=self.step):
-            for name, value in metrics.items():
-                tf.summary.scalar(f"eval/{name}", value)
-        self.summaries.flush()
+        for callback in self.evaluation_callbacks:
+            callback(self.step, self._last_train_loss, metrics)
         shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         logging.info("eval at step %d: %s (%.1fs)%s", self.step, shown, time.time() - started,
                      " new best" if improved else f" (best {self.best_metric.numpy():.4f} at step {self.best_step.numpy()})")
         self.manager.save(checkpoint_number=self.step)
         return metrics
+
+    def _write_eval_summaries(self, step: int, _train_loss, metrics: dict) -> None:
+        with self.summaries.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(f"eval/{name}", value)
+        self.summaries.flush()
 
     # --- the loop ----------------------------------------------------------------------------------------
     def _write_report(self, started: float) -> None:
@@ -263,7 +253,6 @@ class Trainer:
         self._write_report(started)
         return RunSummary(metric_name=self.task.metric_name, final_step=self.step, best_metric=float(self.best_metric.numpy()),
                           best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
-                          checkpoint_dir=self.layout.checkpoint_dir,
                           first_loss=losses[0][1] if losses else None, losses=losses)
 
     def _should_stop_early(self) -> bool:
@@ -338,25 +327,11 @@ def _job_id() -> str:
     return os.environ.get("CLOUD_ML_JOB_ID", "local")
 
 
-def check_output_writable(layout: JobLayout) -> None:
-    """Fails now, not at the first export, when the job dir cannot be written (a bucket typo, no permission)."""
-    from data.tfrecord_files import describe_io_error, gcs_bucket, missing_bucket_text
-
-    path = layout.checkpoint_dir
-    # TensorFlow's GCS makedirs never returns when the bucket is missing: check the bucket first.
-    if path.startswith("gs://") and not tf.io.gfile.exists(gcs_bucket(path)):
-        raise UserInputError(f"cannot write the job dir {path}: {missing_bucket_text(path)}")
-    try:
-        tf.io.gfile.makedirs(path)
-    except tf.errors.OpError as error:
-        raise UserInputError(f"cannot write the job dir {path}: {describe_io_error(path, error)}") from None
-
-
 def train(task: Task, config: JobConfig) -> RunSummary:
     # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime.
     strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
+    layout = JobLayout.create(config.job_dir)
     if is_chief():
-        # Before anything writes: TensorFlow's GCS makedirs hangs on a missing bucket.
-        check_output_writable(JobLayout.create(config.job_dir))
-    return Trainer(task, config, strategy).run()
+        layout.check_writable()  # before anything writes
+    return Trainer(task, config, strategy, layout).run()

@@ -1,5 +1,5 @@
 """tf.data input for object detection: globbed TFRecords of tf.Examples with normalized boxes and 1-based
-labels (fact sheet §5: image/object/bbox/{ymin,xmin,ymax,xmax}, image/object/class/label, optional
+labels (the built-in detector's keys: image/object/bbox/{ymin,xmin,ymax,xmax}, image/object/class/label, optional
 image/object/is_crowd and image/object/area).
 
 Structural problems stop the job with a message naming file and record: box lists of different lengths,
@@ -14,21 +14,17 @@ Evaluation: the whole image fitted into image_size and padded, with its ground t
 
 import tensorflow as tf
 
-from data import detection_autoaugment, image_ops, record_pipeline
+from core import feature_keys
+from dataloaders import detection_autoaugment, image_ops, record_pipeline
 
-IMAGE_KEY = "image/encoded"
-BOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin", "image/object/bbox/ymax", "image/object/bbox/xmax")
-LABEL_KEY = "image/object/class/label"
-CROWD_KEY = "image/object/is_crowd"
-AREA_KEY = "image/object/area"
 # Normalized coordinates this far outside [0, 1] are clipped (rounding in converters); farther is an error.
 COORDINATE_TOLERANCE = 0.01
 
 
 def _parse(serialized):
-    spec = {IMAGE_KEY: tf.io.VarLenFeature(tf.string), LABEL_KEY: tf.io.VarLenFeature(tf.int64),
-            CROWD_KEY: tf.io.VarLenFeature(tf.int64), AREA_KEY: tf.io.VarLenFeature(tf.float32)}
-    spec.update({key: tf.io.VarLenFeature(tf.float32) for key in BOX_KEYS})
+    spec = {feature_keys.IMAGE: tf.io.VarLenFeature(tf.string), feature_keys.OBJECT_LABEL: tf.io.VarLenFeature(tf.int64),
+            feature_keys.OBJECT_IS_CROWD: tf.io.VarLenFeature(tf.int64), feature_keys.OBJECT_AREA: tf.io.VarLenFeature(tf.float32)}
+    spec.update({key: tf.io.VarLenFeature(tf.float32) for key in feature_keys.BOXES})
     features = {key: value.values for key, value in tf.io.parse_single_example(serialized, spec).items()}
     return features
 
@@ -36,15 +32,15 @@ def _parse(serialized):
 def _problem_text(path, index, features, num_classes):
     """'' when the record is usable, else the sentence that explains what is wrong with it."""
     where = record_pipeline.where(path, index)
-    labels = features[LABEL_KEY]
+    labels = features[feature_keys.OBJECT_LABEL]
     count = tf.size(labels)
-    lengths = [tf.size(features[key]) for key in BOX_KEYS]
+    lengths = [tf.size(features[key]) for key in feature_keys.BOXES]
     same_length = tf.reduce_all(tf.equal(tf.stack(lengths), count))
-    optional_ok = tf.logical_and(tf.logical_or(tf.size(features[CROWD_KEY]) == 0, tf.size(features[CROWD_KEY]) == count),
-                                 tf.logical_or(tf.size(features[AREA_KEY]) == 0, tf.size(features[AREA_KEY]) == count))
+    optional_ok = tf.logical_and(tf.logical_or(tf.size(features[feature_keys.OBJECT_IS_CROWD]) == 0, tf.size(features[feature_keys.OBJECT_IS_CROWD]) == count),
+                                 tf.logical_or(tf.size(features[feature_keys.OBJECT_AREA]) == 0, tf.size(features[feature_keys.OBJECT_AREA]) == count))
 
     def boxes():
-        return tf.stack([features[key] for key in BOX_KEYS], axis=-1)
+        return tf.stack([features[key] for key in feature_keys.BOXES], axis=-1)
 
     def first(mask):
         return tf.strings.as_string(tf.argmax(tf.cast(mask, tf.int32), output_type=tf.int32))
@@ -67,16 +63,16 @@ def _problem_text(path, index, features, num_classes):
                                 "] ", what])
 
     return tf.case([
-        (tf.size(features[IMAGE_KEY]) != 1, lambda: tf.strings.join(
-            [where, f" has no '{IMAGE_KEY}' bytes; every record needs the encoded image"])),
+        (tf.size(features[feature_keys.IMAGE]) != 1, lambda: tf.strings.join(
+            [where, f" has no '{feature_keys.IMAGE}' bytes; every record needs the encoded image"])),
         (~same_length, lambda: tf.strings.join(
             [where, " has label/ymin/xmin/ymax/xmax lists of lengths ", counts,
-             f"; every box needs one value in each of '{LABEL_KEY}' and image/object/bbox/ymin, xmin, ymax, xmax"])),
+             f"; every box needs one value in each of '{feature_keys.OBJECT_LABEL}' and image/object/bbox/ymin, xmin, ymax, xmax"])),
         (~optional_ok, lambda: tf.strings.join(
-            [where, f" has '{CROWD_KEY}' or '{AREA_KEY}' of another length than its ", tf.strings.as_string(count),
+            [where, f" has '{feature_keys.OBJECT_IS_CROWD}' or '{feature_keys.OBJECT_AREA}' of another length than its ", tf.strings.as_string(count),
              " boxes; give one value per box or leave them out"])),
         (tf.reduce_any(bad_label), lambda: tf.strings.join(
-            [where, " box ", first(bad_label), f" has {LABEL_KEY}=",
+            [where, " box ", first(bad_label), f" has {feature_keys.OBJECT_LABEL}=",
              tf.strings.as_string(labels[tf.argmax(tf.cast(bad_label, tf.int32))]),
              f", outside 1..{num_classes}: labels are 1-based (labels-file line + 1); fix the record or --num_classes"])),
         (tf.reduce_any(out_of_range_mask()), lambda: coordinate_text(
@@ -88,10 +84,10 @@ def _problem_text(path, index, features, num_classes):
 
 
 def _boxes_and_labels(features):
-    boxes = tf.clip_by_value(tf.stack([features[key] for key in BOX_KEYS], axis=-1), 0.0, 1.0)
+    boxes = tf.clip_by_value(tf.stack([features[key] for key in feature_keys.BOXES], axis=-1), 0.0, 1.0)
     boxes = tf.reshape(boxes, [-1, 4])
-    labels = tf.cast(features[LABEL_KEY], tf.int32)
-    crowd = features[CROWD_KEY]
+    labels = tf.cast(features[feature_keys.OBJECT_LABEL], tf.int32)
+    crowd = features[feature_keys.OBJECT_IS_CROWD]
     crowd = tf.cond(tf.size(crowd) > 0, lambda: tf.cast(crowd, tf.int32), lambda: tf.zeros_like(labels))
     return boxes, labels, crowd
 
@@ -134,7 +130,7 @@ def _eval_example(encoded, features, image_size, padded_size):
     image = image_ops.decode_rgb(encoded)
     original_size = tf.cast(tf.shape(image)[:2], tf.float32)
     image, scaled_size = image_ops.resize_to_fit(image, image_size)
-    area = features[AREA_KEY]
+    area = features[feature_keys.OBJECT_AREA]
     area = tf.cond(tf.size(area) > 0, lambda: area, lambda: -tf.ones_like(boxes[:, 0]))
     # One label-0 (padding) row more: a batch whose images all lack boxes would have a zero-sized dimension,
     # and tf.data 2.21 crashes (segfault) batching such batches again in full_batches_with_weights.
@@ -171,10 +167,10 @@ def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded
         problem = _problem_text(path, index, features, num_classes)
         usable = tf.equal(problem, "")
         if training:
-            example = tf.cond(usable, lambda: _train_example(features[IMAGE_KEY][0], features, image_size, padded_size,
+            example = tf.cond(usable, lambda: _train_example(features[feature_keys.IMAGE][0], features, image_size, padded_size,
                                                              augment, assign_targets), blank)
         else:
-            example = tf.cond(usable, lambda: _eval_example(features[IMAGE_KEY][0], features, image_size, padded_size),
+            example = tf.cond(usable, lambda: _eval_example(features[feature_keys.IMAGE][0], features, image_size, padded_size),
                               blank)
         return example, problem
 

@@ -12,8 +12,8 @@ import sys
 
 from absl import flags
 
-from algorithms.runtime.errors import UserInputError
-from data.labels import LABELS_FILE_NAME, read_labels_file
+from core.errors import UserInputError
+from dataloaders.labels import LABELS_FILE_NAME, read_labels_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 

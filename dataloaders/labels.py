@@ -3,8 +3,8 @@
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime.errors import UserInputError
-from algorithms.runtime.job_layout import join
+from core.errors import UserInputError
+from core.paths import join
 
 LABELS_FILE_NAME = "labels.txt"
 

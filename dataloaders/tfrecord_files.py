@@ -5,26 +5,10 @@ import struct
 import google_crc32c
 import tensorflow as tf
 
-from algorithms.runtime.errors import UserInputError
+from core.errors import UserInputError
+from core.paths import describe_io_error
 
 _GLOB_CHARS = set("*?[")
-
-
-def gcs_bucket(path: str) -> str:
-    """gs://bucket/a/b -> gs://bucket"""
-    return "gs://" + path[len("gs://"):].split("/", 1)[0]
-
-
-def missing_bucket_text(path: str) -> str:
-    return (f"bucket {gcs_bucket(path)} does not exist or this job's credentials cannot see it "
-            "(check the name, and grant the service account storage access)")
-
-
-def describe_io_error(path: str, error: "tf.errors.OpError") -> str:
-    """One line for an I/O error; a gs:// 404 usually means a missing bucket, so say that."""
-    if path.startswith("gs://") and isinstance(error, tf.errors.NotFoundError):
-        return missing_bucket_text(path)
-    return error.message.splitlines()[0]
 
 
 def resolve_files(pattern: str | None, flag_name: str) -> list[str]:

@@ -5,7 +5,7 @@ and full evaluation batches with weights.
 
 import tensorflow as tf
 
-from algorithms.runtime.errors import DATA_ERROR_MARKER
+from core.errors import DATA_ERROR_MARKER
 
 SHUFFLE_BUFFER_RECORDS = 1024
 READ_BUFFER_BYTES = 8 * 1024 * 1024

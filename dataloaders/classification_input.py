@@ -7,11 +7,9 @@ once they pass a threshold.
 
 import tensorflow as tf
 
-from data import image_ops, record_pipeline
-from data.record_pipeline import RecordCounters
-
-IMAGE_KEY = "image/encoded"
-LABEL_KEY = "image/class/label"
+from core import feature_keys
+from dataloaders import image_ops, record_pipeline
+from dataloaders.record_pipeline import RecordCounters
 
 
 def _problem_text(path, index, encoded_count, label_values, num_classes):
@@ -19,12 +17,12 @@ def _problem_text(path, index, encoded_count, label_values, num_classes):
     where = record_pipeline.where(path, index)
     label_count = tf.size(label_values)
     label = tf.cond(label_count > 0, lambda: label_values[0], lambda: tf.constant(-1, tf.int64))
-    missing_image = tf.strings.join([where, f" has no '{IMAGE_KEY}' bytes; every record needs the encoded "
-                                     f"image in '{IMAGE_KEY}' and an integer '{LABEL_KEY}'"])
+    missing_image = tf.strings.join([where, f" has no '{feature_keys.IMAGE}' bytes; every record needs the encoded "
+                                     f"image in '{feature_keys.IMAGE}' and an integer '{feature_keys.CLASS_LABEL}'"])
     bad_label_count = tf.strings.join([where, " has ", tf.strings.as_string(label_count),
-                                       f" values in '{LABEL_KEY}'; it needs exactly one integer class label "
+                                       f" values in '{feature_keys.CLASS_LABEL}'; it needs exactly one integer class label "
                                        f"in 1..{num_classes}"])
-    out_of_range = tf.strings.join([where, f" has {LABEL_KEY}=", tf.strings.as_string(label),
+    out_of_range = tf.strings.join([where, f" has {feature_keys.CLASS_LABEL}=", tf.strings.as_string(label),
                                     f", outside 1..{num_classes}: labels are 1-based (labels-file line + 1); "
                                     "fix the record or --num_classes"])
     return tf.case([(encoded_count != 1, lambda: missing_image),
@@ -55,9 +53,9 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
 
     def parse_and_decode(path, index, serialized):
         features = tf.io.parse_single_example(
-            serialized, {IMAGE_KEY: tf.io.VarLenFeature(tf.string), LABEL_KEY: tf.io.VarLenFeature(tf.int64)})
-        encoded = features[IMAGE_KEY].values
-        labels = features[LABEL_KEY].values
+            serialized, {feature_keys.IMAGE: tf.io.VarLenFeature(tf.string), feature_keys.CLASS_LABEL: tf.io.VarLenFeature(tf.int64)})
+        encoded = features[feature_keys.IMAGE].values
+        labels = features[feature_keys.CLASS_LABEL].values
         problem = _problem_text(path, index, tf.size(encoded), labels, num_classes)
         usable = tf.equal(problem, "")
         image = tf.cond(usable, lambda: preprocess(encoded[0], image_size), lambda: blank)

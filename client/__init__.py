@@ -1,0 +1,1 @@
+"""Commands that use an exported model: `python entrypoint.py predict ...`."""
