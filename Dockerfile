@@ -17,9 +17,12 @@ RUN pip install --no-cache-dir -r requirements.txt "tensorflow[and-cuda]==2.21.0
     && pip check
 
 COPY entrypoint.py ./
-COPY algorithms/ algorithms/
+COPY core/ core/
+COPY dataloaders/ dataloaders/
 COPY data/ data/
 COPY export/ export/
+COPY client/ client/
+COPY algorithms/ algorithms/
 
 # Non-root: AI Platform, Vertex AI and local Docker all run it this way; hypertune writes under /tmp.
 RUN useradd --create-home --uid 1000 --user-group trainer

@@ -20,12 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
-from training_throughput import (  # noqa: E402
-    build_trainer,
-    devices,
-    print_comparison,
-    real_vs_synthetic,
-)
+from training_throughput import build_trainer, devices, print_comparison, real_vs_synthetic  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "brick", "grass", "gravel", "cat", "hubble_deep_field")
 

@@ -120,8 +120,10 @@ def detection_scene(rng, backgrounds, scans, scan_labels, image_size: int, max_o
     return np.clip(canvas, 0, 255).astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4), labels
 
 
-def write_detection_shards(path_prefix: str, scenes, num_shards: int, names) -> list[str]:
-    """`<prefix>-SSSSS-of-NNNNN` TFRecords of (image, boxes, 0-based labels) scenes; JPEG and PNG alternate."""
+def write_detection_shards(path_prefix: str, scenes, num_shards: int, names,
+                           image_formats=("JPEG", "PNG")) -> list[str]:
+    """`<prefix>-SSSSS-of-NNNNN` TFRecords of (image, boxes, 0-based labels) scenes, encoded in `image_formats`
+    in turn (by default JPEG and PNG alternate, so both decoders are exercised)."""
     import tensorflow as tf
 
     from data.example_codec import detection_example
@@ -129,7 +131,7 @@ def write_detection_shards(path_prefix: str, scenes, num_shards: int, names) -> 
     paths = [f"{path_prefix}-{s:05d}-of-{num_shards:05d}" for s in range(num_shards)]
     writers = [tf.io.TFRecordWriter(p) for p in paths]
     for i, (image, boxes, labels) in enumerate(scenes):
-        image_format = "JPEG" if i % 2 == 0 else "PNG"
+        image_format = image_formats[i % len(image_formats)]
         example = detection_example(encode(image, image_format), boxes, [label + 1 for label in labels],
                                     height=image.shape[0], width=image.shape[1], image_format=image_format,
                                     source_id=str(i + 1), class_names=[names[label] for label in labels])
@@ -140,7 +142,8 @@ def write_detection_shards(path_prefix: str, scenes, num_shards: int, names) -> 
 
 
 def build_digit_detection(output_dir: str, image_size: int = 128, num_train: int = 600, num_validation: int = 100,
-                          num_classes: int = 3, max_objects: int = 3, seed: int = 0, num_shards: int = 2) -> dict:
+                          num_classes: int = 3, max_objects: int = 3, seed: int = 0, num_shards: int = 2,
+                          image_formats=("JPEG", "PNG")) -> dict:
     """Writes train-* and validation-* detection shards plus labels.txt; returns paths and sizes."""
     from sklearn.datasets import load_digits
 
@@ -159,7 +162,7 @@ def build_digit_detection(output_dir: str, image_size: int = 128, num_train: int
                                        ("validation", num_validation, validation_scans, 1)):
         scenes = [detection_scene(rng, backgrounds, scans[pool], scan_labels[pool], image_size, max_objects)
                   for _ in range(count)]
-        write_detection_shards(os.path.join(output_dir, split), scenes, shards, names)
+        write_detection_shards(os.path.join(output_dir, split), scenes, shards, names, image_formats)
     with open(os.path.join(output_dir, "labels.txt"), "w") as handle:
         handle.write("\n".join(names) + "\n")
     return {"train": os.path.join(output_dir, "train-*"), "validation": os.path.join(output_dir, "validation-*"),

@@ -9,11 +9,13 @@ The google-cloud-storage client reaches the emulator directly through STORAGE_EM
 import datetime
 import http.client
 import http.server
+import json
 import os
 import socket
 import socketserver
 import ssl
 import threading
+import urllib.parse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -82,6 +84,7 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     emulator_port = 0
+    unreadable: set = set()  # object names whose content reads get GCS's 403 (listing and metadata still work)
 
     def log_message(self, *args):
         pass
@@ -98,8 +101,24 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _refuse_read(self) -> bool:
+        path = urllib.parse.unquote(self.path)
+        reads_content = self.command == "GET" and ("alt=media" in path or not path.startswith("/storage/v1/"))
+        if not reads_content or not any(f"/{name}" in path for name in self.unreadable):
+            return False
+        payload = json.dumps({"error": {"code": 403, "message": "Caller does not have storage.objects.get access",
+                                        "errors": [{"reason": "forbidden"}]}}).encode()
+        self.send_response(403, "Forbidden")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return True
+
     def _forward(self):
         body = self._body()
+        if self._refuse_read():
+            return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "proxy-connection")}
         headers["Content-Length"] = str(len(body))
         upstream = http.client.HTTPConnection("127.0.0.1", self.emulator_port, timeout=60)
@@ -158,7 +177,9 @@ class FakeGcs:
         self.ca_path, cert_path, key_path = _write_test_certificates(workdir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_path, key_path)
-        handler = type("Forwarding", (_ForwardingHandler,), {"emulator_port": self.emulator_port})
+        self.unreadable = set()  # object names ("data/x.tfrecord") this job's credentials may list but not read
+        handler = type("Forwarding", (_ForwardingHandler,), {"emulator_port": self.emulator_port,
+                                                             "unreadable": self.unreadable})
         self.proxy = _ConnectProxy(("127.0.0.1", 0), _make_connect_handler(context, handler))
         self.proxy_port = self.proxy.server_address[1]
         threading.Thread(target=self.proxy.serve_forever, daemon=True).start()

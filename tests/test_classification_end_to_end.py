@@ -31,7 +31,8 @@ def _validation_records(pattern):
 
 def test_training_beats_chance_on_held_out_digits(trained_job):
     accuracies = [float(r["top_1_accuracy"]) for r in trained_job["reports"]]
-    assert max(accuracies) > 0.5, accuracies  # 10 classes: chance is 0.1
+    # 10 classes: chance is 0.1. This job (150 steps, seed 1) reached 0.83 here; the bound is ~0.8x that.
+    assert max(accuracies) > 0.65, accuracies
     assert accuracies[-1] > accuracies[0]
 
 

@@ -42,6 +42,7 @@ def trained_detector(digit_detection, tmp_path_factory):
 def _untrained_ap(digit_detection, tmp_path) -> float:
     """COCO AP of a freshly initialised detector on the same validation set, through the same evaluation."""
     from algorithms import registry
+    from algorithms.runtime.job_layout import JobLayout
     from algorithms.runtime.strategy import choose_strategy
     from algorithms.runtime.trainer import Trainer
 
@@ -52,7 +53,7 @@ def _untrained_ap(digit_detection, tmp_path) -> float:
     task = registry.TASK_SPECS["detection"].make_task(config)
     strategy = choose_strategy("default")
     task.preflight()
-    return Trainer(task, config, strategy).evaluate()["AP"]
+    return Trainer(task, config, strategy, JobLayout.create(config.job_dir)).evaluate()["AP"]
 
 
 def test_detector_learns_far_above_an_untrained_one(trained_detector, digit_detection, tmp_path):
@@ -61,8 +62,8 @@ def test_detector_learns_far_above_an_untrained_one(trained_detector, digit_dete
     best = max(float(r["AP"]) for r in reports)
     untrained = _untrained_ap(digit_detection, tmp_path)
     assert untrained < 0.01, untrained
-    # Seen 0.15-0.18 over runs (CPU training is not bit-deterministic); untrained stays below 0.01.
-    assert best > 0.08, f"AP {best} after {TRAIN_STEPS} steps"
+    # Seen 0.15-0.18 over runs (CPU training is not bit-deterministic); the bound is 0.8x the lowest.
+    assert best > 0.12, f"AP {best} after {TRAIN_STEPS} steps"
     assert f"best AP={best:.4f}" in trained_detector["stdout"]
     for name in ("AP50", "AP75", "APs", "APm", "APl", "ARmax100"):
         assert f" {name}=" in trained_detector["log"], f"{name} must be logged at each evaluation"
@@ -138,8 +139,10 @@ def test_detections_on_jpeg_and_png_of_other_sizes_map_back_to_the_original_imag
         for box in expected:  # where, not which: 300 CPU steps place the digits well but still confuse them
             ious = [_iou(box, boxes[i][j]) for j in range(min(count, 10))]
             matched += bool(ious) and max(ious) >= 0.5
-    # 300 CPU steps find ~75% of the objects in the training frame, ~70% here; a wrong mapping finds ~none.
-    assert matched >= len(sum((s[2] for s in scenes), [])) // 2, "most objects are found at their true place"
+    # 300 CPU steps find ~75% of the objects in the training frame, ~70% here (the bound: 0.8x that); a wrong
+    # mapping finds ~none.
+    objects = len(sum((s[2] for s in scenes), []))
+    assert matched >= 0.56 * objects, f"{matched} of {objects} objects found at their true place"
 
 
 def _iou(a, b):
@@ -187,8 +190,9 @@ def test_report_has_the_precision_recall_curve_and_drawn_predictions(trained_det
     assert figure.std() > 10, "the predictions grid is not blank"
 
 
-def test_nasfpn_trains_resumes_and_exports(digit_detection, tmp_path):
-    """NAS-FPN through the same command line: trains (loss falls), survives a restart, exports the signature."""
+def test_nasfpn_loss_falls_resumes_and_exports(digit_detection, tmp_path):
+    """NAS-FPN through the same command line: its loss falls over 40 steps (too few to measure AP), it resumes
+    after a restart and exports the signature."""
     job = tmp_path / "nasfpn"
     common = ["--fpn_type=nasfpn", "--nasfpn_num_repeats=2", "--train_steps_per_eval=20", "--log_every_steps=10",
               "--num_eval_images=16"]

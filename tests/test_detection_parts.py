@@ -51,7 +51,12 @@ def test_box_coding_round_trip_and_target_assignment():
     iou = anchor_ops.pairwise_iou(anchors, boxes).numpy()
     assert classes[np.argmax(iou[:, 1])] == 3, "every box gets its best anchor, however small"
     positives = np.flatnonzero(classes == 2)
-    assert len(positives) >= 1 and (iou[positives, 0] >= 0.5).sum() == len(positives) - (iou[positives, 0] < 0.5).sum()
+    # Class 2 goes exactly to the anchors whose best box is box 0 at IoU >= 0.5, plus box 0's own best anchor.
+    expected = set(np.flatnonzero((iou[:, 0] >= anchor_ops.MATCH_THRESHOLD) & (iou[:, 0] >= iou[:, 1])))
+    expected.add(int(np.argmax(iou[:, 0])))
+    assert set(positives) == expected
+    unmatched = classes == anchor_ops.BACKGROUND  # upstream's thresholds are equal: nothing is ignored
+    assert (iou[unmatched].max(axis=1) < anchor_ops.MATCH_THRESHOLD).all() and unmatched.sum() + len(positives) + 1 == len(classes)
     decoded = anchor_ops.decode_boxes(targets.numpy()[positives], tf.gather(anchors, positives))
     np.testing.assert_allclose(decoded, np.repeat(boxes[:1].numpy(), len(positives), 0), atol=1e-3)
     assert set(np.unique(classes)) <= {0, 2, 3}

@@ -1,5 +1,8 @@
 """Flag parsing, routing, learning-rate schedules and optimizer-argument mapping."""
 
+import os
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from algorithms.runtime.config import ScheduleConfig
 from algorithms.runtime.optimizers import build_optimizer, parse_optimizer_config
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from core.errors import UserInputError
+from tests.conftest import REPO
 
 SEED_COMMAND = ["--training_data_path={train}", "--validation_data_path={validation}", "--job-dir=/tmp/out",
                 "--max_steps=30000", "--train_batch_size=128", "--num_classes=10", "--num_eval_images=100",
@@ -108,11 +112,42 @@ def test_default_learning_rate_follows_the_batch_size(digits):
     assert registry.parse_job_config(args).schedule.warmup_steps == 5
 
 
-def test_models_of_every_documented_type_build_without_downloads():
+def test_resnets_have_the_reference_architectures():
     from algorithms.backbones import build_resnet_encoder
-    from algorithms.classification.model import ImageClassifier
 
     counts = {depth: build_resnet_encoder(depth, (64, 64, 3)).count_params() for depth in (18, 34, 50)}
     assert counts == {18: 11186112, 34: 21301696, 50: 23561152}  # the reference architectures
-    model = ImageClassifier("efficientnet-b0", 64, 7)
-    assert model(np.zeros((2, 64, 64, 3), "float32")).shape == (2, 7)
+
+
+def _documented_model_types() -> list[str]:
+    """The model_type row of the README's flag table, expanded ("efficientnet-b0 … b7" -> eight names)."""
+    with open(os.path.join(REPO, "README.md")) as handle:
+        row = next(line for line in handle if line.startswith("| `model_type` |"))
+    names = []
+    for item in row.split("|")[3].split(","):
+        parts = re.findall(r"`([^`]+)`", item)
+        if "/" in parts[0]:  # resnet-18/34/50/...
+            prefix, *depths = parts[0].replace("resnet-", "resnet-/").split("/")
+            names += [f"{prefix}{depth}" for depth in depths if depth]
+        elif len(parts) == 2:  # `efficientnet-b0` … `b7`
+            family, first = parts[0].rsplit("-", 1)
+            names += [f"{family}-{first[0]}{i}" for i in range(int(first[1:]), int(parts[1][1:]) + 1)]
+        else:
+            names += parts
+    return names
+
+
+def test_the_readme_documents_exactly_the_supported_model_types():
+    from algorithms.classification.model import MODEL_TYPES
+
+    assert sorted(_documented_model_types()) == sorted(MODEL_TYPES)
+
+
+@pytest.mark.parametrize("model_type", _documented_model_types())
+def test_every_documented_model_type_builds_without_downloads_and_classifies(model_type):
+    from algorithms.classification.model import ImageClassifier
+
+    model = ImageClassifier(model_type, 64, 7)
+    logits = model(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32"))
+    assert logits.shape == (2, 7) and np.isfinite(logits.numpy()).all()
+    assert model.head.kernel.shape[-1] == 7 and model.backbone.count_params() > 500_000

@@ -1,5 +1,6 @@
 """gs:// for real: TensorFlow's own GCS filesystem against an emulator on 127.0.0.1 (tests/gcs_emulator.py)."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -77,6 +78,26 @@ def test_missing_bucket_is_a_clear_error(gcs):
     assert result.returncode == 2
     assert ("ERROR: --training_data_path=gs://no-such-bucket/data/train-* cannot be listed: bucket "
             "gs://no-such-bucket does not exist") in result.stderr
+
+
+def test_unreadable_training_file_is_a_clear_error(gcs, digits):
+    """An object the job may list but not read (a 403, as with storage.objects.list but not .get): one line
+    naming it. This replaces a chmod-0 local file, which root (how CI runs) reads anyway."""
+    shard = sorted(glob.glob(digits["train"]))[0]
+    gcs.client().bucket(BUCKET).blob("locked/train.tfrecord").upload_from_filename(shard)
+    gcs.unreadable.add("locked/train.tfrecord")
+    try:
+        result = run_entrypoint([f"--training_data_path=gs://{BUCKET}/locked/train.tfrecord",
+                                 f"--validation_data_path=gs://{BUCKET}/data/validation-*",
+                                 f"--job-dir=gs://{BUCKET}/jobs/locked",
+                                 "--num_classes=10", "--max_steps=2", *FAST_FLAGS], gcs.env)
+    finally:
+        gcs.unreadable.discard("locked/train.tfrecord")
+    error = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert result.returncode == 2 and error, result.stderr[-2000:]
+    assert error[0].startswith(f"ERROR: cannot read gs://{BUCKET}/locked/train.tfrecord: "), error[0]
+    assert "403" in error[0] and "storage.objects.get" in error[0], error[0]
+    assert not _blobs(gcs, "jobs/locked/model"), "no model may be written when the input is bad"
 
 
 def test_missing_output_bucket_fails_before_training(gcs):

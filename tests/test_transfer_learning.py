@@ -3,6 +3,7 @@ task (which digit) is the "pretrained" backbone, saved in every supported format
 real task (odd or even) with the backbone frozen, unfrozen, or frozen then unfrozen."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def test_frozen_backbone_stays_bit_identical_and_the_new_head_learns(parity, pre
     for path, value in backbone.items():
         np.testing.assert_array_equal(exported[path], value, err_msg=path)  # bit-identical, BatchNorm stats too
     assert exported["image_classifier/logits/kernel"].shape == (512, 2)
-    # Seen 0.71-0.8 (the source model's own training varies run to run); chance is 0.5.
+    # Seen 0.71-0.8 (the source model's own training varies run to run); chance is 0.5. The bound is ~0.87x the
+    # lowest, kept from before: 0.8x (0.57) would loosen it.
     assert _accuracy(result) > 0.62, "a linear head on digit features tells odd from even above chance"
     assert "training the head only (backbone frozen)" in result.stderr
 
@@ -119,11 +121,19 @@ def test_two_phase_schedule_switches_at_the_stated_step_across_a_restart(parity,
     assert set(serve.structured_outputs) == {"classes", "probabilities", "key"}
 
 
+def _refusing_address() -> str:
+    """A local port nothing listens on: connecting to it is refused at once, online or not."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
 def test_imagenet_offline_fails_fast_with_what_to_do(parity, tmp_path):
     result = run_entrypoint([f"--training_data_path={parity['train']}", f"--validation_data_path={parity['validation']}",
                              f"--job-dir={tmp_path / 'job'}", "--num_classes=2", "--max_steps=5",
                              "--model_type=mobilenet-v2", "--pretrained_weights=imagenet"],
-                            {"KERAS_HOME": str(tmp_path / "empty_keras_home")}, timeout=60)
+                            {"KERAS_HOME": str(tmp_path / "empty_keras_home"),
+                             "PRETRAINED_PROBE_ADDRESS": _refusing_address()}, timeout=60)
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")][0]
     assert "storage.googleapis.com cannot be reached" in error and "make image PRETRAINED=mobilenet-v2" in error

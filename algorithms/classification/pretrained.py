@@ -25,6 +25,7 @@ from core.errors import UserInputError
 
 DOWNLOAD_HOSTS = {"keras.applications": "storage.googleapis.com", "KerasHub": "www.kaggle.com"}
 PROBE_SECONDS = 3.0
+PROBE_ADDRESS_VARIABLE = "PRETRAINED_PROBE_ADDRESS"
 
 
 def _cache_name_fragment(model_type: str) -> str:
@@ -49,8 +50,12 @@ def _cached_imagenet_files(model_type: str) -> list[str]:
 
 
 def _reachable(host: str) -> bool:
+    """Whether `host`:443 accepts a connection. PRETRAINED_PROBE_ADDRESS=host:port probes that address instead
+    (the tests point it at a closed local port, so the offline path is tested on any machine)."""
+    override = os.environ.get(PROBE_ADDRESS_VARIABLE, "")
+    address = (override.rpartition(":")[0], int(override.rpartition(":")[2])) if override else (host, 443)
     try:
-        socket.create_connection((host, 443), timeout=PROBE_SECONDS).close()
+        socket.create_connection(address, timeout=PROBE_SECONDS).close()
         return True
     except OSError:
         return False

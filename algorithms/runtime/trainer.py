@@ -166,16 +166,19 @@ class Trainer:
                                  f"{self.config.validation_data_path}")
         return evaluator.result()
 
-    def _check_skipped_records(self) -> None:
+    def _check_skipped_records(self, split: str) -> None:
         limit = self.config.max_bad_image_fraction
-        for split, (attempted, skipped) in self.task.skipped_record_counts().items():
-            # The endless training pipeline may have a few records mid-decode when read: judge it only once
-            # enough records went through. A finished evaluation pass is exact.
-            if skipped <= 0 or (split == "train" and attempted < MIN_RECORDS_FOR_SKIP_CHECK):
-                continue
-            if skipped > limit * attempted:
-                raise DataError(f"{skipped} of {attempted} {split} records had undecodable image bytes, more than "
-                                f"--max_bad_image_fraction={limit}; re-encode or remove them (the log names each error)")
+        attempted, skipped = self.task.skipped_record_counts()[split]
+        # The endless training pipeline may have a few records mid-decode when read: judge it only once
+        # enough records went through. A finished evaluation pass is exact.
+        if skipped <= 0 or (split == "train" and attempted < MIN_RECORDS_FOR_SKIP_CHECK):
+            return
+        if skipped > limit * attempted:
+            raise DataError(f"{skipped} of {attempted} {split} records had undecodable image bytes, more than "
+                            f"--max_bad_image_fraction={limit}; re-encode or remove them (the log names each error)")
+        if split == "eval":
+            logging.warning("skipped %d of %d validation records with undecodable images (within "
+                            "--max_bad_image_fraction=%g); the metrics cover the rest", skipped, attempted, limit)
 
     def _export_if_best(self, metrics: dict) -> bool:
         value = metrics[self.task.metric_name]
@@ -202,7 +205,8 @@ class Trainer:
     def _evaluate_report_export(self) -> dict:
         started = time.time()
         metrics = self.evaluate()
-        self._check_skipped_records()
+        for split in ("eval", "train"):
+            self._check_skipped_records(split)
         improved = self._export_if_best(metrics)
         for callback in self.evaluation_callbacks:
             callback(self.step, self._last_train_loss, metrics)
@@ -307,7 +311,7 @@ class Trainer:
                     tf.summary.scalar("train/learning_rate", learning_rate)
                     tf.summary.scalar("train/images_per_second", images_per_second)
                 interval_start, interval_step = now, step
-                self._check_skipped_records()
+                self._check_skipped_records("train")
             if step == next_eval:
                 metrics = self._evaluate_report_export()
                 if self._should_stop_early():
