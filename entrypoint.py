@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
     from absl import logging
 
     from algorithms import registry
+    from algorithms.runtime.preemption import Preempted
     from core.errors import UserInputError
 
     if argv and argv[0] == "predict":
@@ -44,6 +45,10 @@ def main(argv: list[str]) -> int:
         logging.error("%s", error)
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
+    except Preempted as stopped:
+        logging.warning("%s", stopped)
+        print(f"STOPPED: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     logging.info("done at step %d: best %s=%.4f at step %d; model: %s", summary.final_step,
                  summary.metric_name, summary.best_metric, summary.best_step, summary.model_dir)
     print(f"best {summary.metric_name}={summary.best_metric:.4f} at step {summary.best_step}; "

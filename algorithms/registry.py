@@ -94,6 +94,7 @@ def parse_job_config(argv: list[str]) -> JobConfig:
         raise UserInputError(str(error)) from None
     if leftover:
         logging.warning("ignoring arguments this trainer does not know: %s", " ".join(leftover))
+    shared_flags.check_finite_numbers(fv)
     task, why, training_data = choose_task(fv.task, _flag_names(argv), fv.training_data_path)
     logging.info("task: %s (chosen by %s)", task, why)
     spec = TASK_SPECS[task]

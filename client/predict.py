@@ -3,10 +3,13 @@
 A real client of the exported signature: it sends the raw file bytes to `serving_default`, as AI Platform
 Prediction would, and prints one JSON line per image: the top-k classes of a classifier, or the boxes of a
 detector scoring at least --min_score (names when the model carries labels.txt). `--output_images=DIR` also
-writes each image with its top prediction or its boxes drawn on it.
+writes each image with its top prediction or its boxes drawn on it. A file that cannot be read or decoded gets
+a line {"image": ..., "error": ...} (and one on stderr) while the others are predicted; the exit code is then 1.
+Every line is valid JSON: a non-finite score is null.
 """
 
 import json
+import math
 import os
 import sys
 
@@ -49,10 +52,15 @@ def _class_names(model, model_dir: str) -> list[str] | None:
     return read_labels_file(beside) if tf.io.gfile.exists(beside) else None
 
 
+def _first_line(error: Exception) -> str:
+    return (getattr(error, "message", None) or str(error)).strip().splitlines()[0][:200]
+
+
 def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int = 16, min_score: float = 0.3):
-    """Yields (path, predictions) per image. Classifier: [{"class": index, "label": index + 1, "name", "score"}]
-    for the top_k classes. Detector: [{"box": [ymin, xmin, ymax, xmax] normalized, "label": 1-based, "name",
-    "score"}] for the detections scoring at least min_score."""
+    """Yields (path, predictions, error) per image, in order. Classifier predictions: [{"class": index, "label":
+    index + 1, "name", "score"}] for the top_k classes. Detector: [{"box": [ymin, xmin, ymax, xmax] normalized,
+    "label": 1-based, "name", "score"}] for the detections scoring at least min_score. A file that cannot be
+    read or decoded gets predictions None and the reason in `error`; the others are predicted all the same."""
     import numpy as np
     import tensorflow as tf
 
@@ -67,28 +75,55 @@ def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int =
     def name(label: int) -> str:
         return names[label - 1] if names and 0 < label <= len(names) else str(label)
 
+    def read(path: str):
+        try:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                return handle.read(), None
+        except (tf.errors.OpError, OSError) as error:
+            return None, f"cannot read {path}: {_first_line(error)}"
+
+    def serve_batch(paths: list[str], contents: list[bytes]):
+        """{path: outputs row} for the batch; when one image breaks the batch, each image on its own."""
+        try:
+            outputs = serve(**{image_input: tf.constant(contents)}, key=tf.constant(paths))
+            return {path: {k: v[i].numpy() for k, v in outputs.items()} for i, path in enumerate(paths)}
+        except tf.errors.InvalidArgumentError:
+            if len(paths) == 1:
+                return {paths[0]: f"{paths[0]} is not a decodable image (JPEG, PNG, GIF or BMP)"}
+            rows = {}
+            for path, content in zip(paths, contents):
+                rows.update(serve_batch([path], [content]))
+            return rows
+
+    def predictions(row: dict) -> list:
+        if image_input == "image_bytes":
+            best = np.argsort(-np.nan_to_num(row["probabilities"], nan=-1.0), kind="stable")[:top_k]
+            return [{"class": int(i), "label": int(i) + 1, "name": name(int(i) + 1),
+                     "score": _json_number(row["probabilities"][i])} for i in best]
+        count = int(row["num_detections"])
+        return [{"box": [_json_number(v, 5) for v in box], "label": int(label), "name": name(int(label)),
+                 "score": _json_number(score)}
+                for box, label, score in zip(row["detection_boxes"][:count], row["detection_classes"][:count],
+                                             row["detection_scores"][:count])
+                if not score < min_score]
+
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        contents = [tf.io.gfile.GFile(path, "rb").read() for path in chunk]
-        try:
-            outputs = serve(**{image_input: tf.constant(contents)}, key=tf.constant(chunk))
-        except tf.errors.InvalidArgumentError:
-            raise UserInputError(f"one of {', '.join(chunk)} is not a decodable image") from None
-        keys = [key.decode() for key in outputs["key"].numpy()]
-        if image_input == "image_bytes":
-            for key, row in zip(keys, outputs["probabilities"].numpy()):
-                best = np.argsort(-row, kind="stable")[:top_k]
-                yield key, [{"class": int(i), "label": int(i) + 1, "name": name(int(i) + 1),
-                             "score": round(float(row[i]), 6)} for i in best]
-            continue
-        for i, key in enumerate(keys):
-            count = int(outputs["num_detections"][i])
-            yield key, [{"box": [round(float(v), 5) for v in box], "label": int(label), "name": name(int(label)),
-                         "score": round(float(score), 6)}
-                        for box, label, score in zip(outputs["detection_boxes"][i][:count].numpy(),
-                                                     outputs["detection_classes"][i][:count].numpy(),
-                                                     outputs["detection_scores"][i][:count].numpy())
-                        if score >= min_score]
+        read_back = {path: read(path) for path in chunk}
+        readable = [path for path in chunk if read_back[path][0] is not None]
+        rows = serve_batch(readable, [read_back[path][0] for path in readable]) if readable else {}
+        for path in chunk:
+            row = rows.get(path, read_back[path][1])
+            if isinstance(row, str):
+                yield path, None, row
+            else:
+                yield path, predictions(row), None
+
+
+def _json_number(value, digits: int = 6):
+    """A float for JSON, or None (null) when it is NaN or infinite: the output stays valid JSON."""
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def draw(path: str, predictions: list, output_dir: str) -> str:
@@ -125,16 +160,25 @@ def main(argv: list[str]) -> int:
         for name in ("model_dir", "input"):
             if not fv[name].value:
                 raise UserInputError(f"predict needs --{name}")
-        for path, predictions in predict(fv.model_dir, find_images(fv.input), fv.top_k, fv.batch_size,
-                                          fv.min_score):
+        for name in ("top_k", "batch_size"):
+            if fv[name].value < 1:
+                raise UserInputError(f"--{name}={fv[name].value} must be at least 1")
+        failed = 0
+        for path, predictions, error in predict(fv.model_dir, find_images(fv.input), fv.top_k, fv.batch_size,
+                                                fv.min_score):
+            if error:
+                failed += 1
+                print(json.dumps({"image": path, "error": error}))
+                print(f"ERROR: {error}", file=sys.stderr)
+                continue
             line = {"image": path, "predictions": predictions}
             if fv.output_images:
                 line["drawn"] = draw(path, predictions, fv.output_images)
-            print(json.dumps(line))
+            print(json.dumps(line, allow_nan=False))
     except flags.Error as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
     except UserInputError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if failed else 0

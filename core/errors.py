@@ -11,6 +11,14 @@ class DataError(UserInputError):
     """A training or validation record is unusable (message names the file and record)."""
 
 
+class DivergedError(UserInputError):
+    """The loss or an evaluation metric stopped being a finite number; nothing of that step was kept."""
+
+
+class OutOfSpaceError(UserInputError):
+    """The job dir's disk or quota is full (message names the path and the bytes needed)."""
+
+
 def data_error_from_tf_message(message: str):
     """Extracts our own DataError text from a TensorFlow error raised inside a tf.data pipeline.
 

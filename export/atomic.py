@@ -100,3 +100,21 @@ def export_saved_model(module: tf.Module, target: str, labels: dict, extra_files
         with tf.io.gfile.GFile(f"{incoming}/{name}", "w") as handle:
             handle.write(text)
     _move_into_place(incoming, target)
+
+
+def exported_step(target: str) -> int | None:
+    """The training step of the complete model at `target` (from its deployment config), or None."""
+    if not _is_complete(target):
+        return None
+    try:
+        with tf.io.gfile.GFile(f"{target}/{DEPLOYMENT_CONFIG_FILE}") as handle:
+            return int((yaml.safe_load(handle) or {}).get("labels", {}).get("global_step"))
+    except (tf.errors.OpError, yaml.YAMLError, TypeError, ValueError):
+        return None
+
+
+def remove_unfinished_export(target: str) -> None:
+    """Drops the half-written `.incoming` copy of an export that failed (e.g. the disk filled up)."""
+    incoming = _sibling(target, "incoming")
+    if tf.io.gfile.exists(incoming):
+        tf.io.gfile.rmtree(incoming)

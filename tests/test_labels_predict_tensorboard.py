@@ -72,6 +72,28 @@ def test_predict_with_a_glob_and_a_bad_input(trained_job, image_folder):
     assert code.returncode == 2 and "matches no image" in code.stderr
 
 
+def test_predict_names_each_bad_file_and_predicts_the_rest(trained_job, image_folder, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(image_folder, folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "folder.jpg").mkdir()
+    result = subprocess.run([sys.executable, os.path.join(REPO, "entrypoint.py"), "predict",
+                             f"--model_dir={trained_job['model_dir']}", f"--input={folder}", "--batch_size=4"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = {line["image"]: line for line in map(json.loads, result.stdout.splitlines())}
+    assert sorted(lines) == sorted(str(p) for p in folder.iterdir())
+    assert lines[str(folder / "broken.jpg")]["error"] == f"{folder}/broken.jpg is not a decodable image (JPEG, PNG, GIF or BMP)"
+    assert lines[str(folder / "folder.jpg")]["error"].startswith(f"cannot read {folder}/folder.jpg: ")
+    good = [line for path, line in lines.items() if "digit_" in path]
+    assert len(good) == 12 and all(len(line["predictions"]) == 5 for line in good)
+    assert f"ERROR: {folder}/broken.jpg is not a decodable image" in result.stderr
+    zero = subprocess.run([sys.executable, os.path.join(REPO, "entrypoint.py"), "predict",
+                           f"--model_dir={trained_job['model_dir']}", f"--input={folder}", "--batch_size=0"],
+                          capture_output=True, text=True, timeout=300)
+    assert zero.returncode == 2 and "ERROR: --batch_size=0 must be at least 1" in zero.stderr
+
+
 def test_tensorboard_events_hold_the_training_and_eval_scalars(trained_job):
     values, images = {}, set()
     for path in tf.io.gfile.glob(os.path.join(trained_job["job_dir"], "logs", "events.out.tfevents.*")):

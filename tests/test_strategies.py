@@ -49,7 +49,7 @@ def test_two_workers_train_one_classifier_and_only_the_chief_exports(digits, tmp
     assert "MultiWorkerMirroredStrategy, 2 replica(s) in sync" in logs["chief"]
     assert "exported the best model" in logs["chief"] and "exported the best model" not in logs["worker"]
     assert os.path.exists(tmp_path / "chief.metrics") and not os.path.exists(tmp_path / "worker.metrics")
-    # Each worker evaluated its own half of the validation set; together they covered it once.
+    # Every worker evaluates the whole validation set; the metrics count each image once.
     assert f"eval_images={digits['num_validation']}" in logs["chief"]
     model = tf.saved_model.load(str(tmp_path / "job" / "model")).signatures["serving_default"]
     assert model.structured_outputs["probabilities"].shape.as_list() == [None, 10]

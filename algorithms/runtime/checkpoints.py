@@ -1,6 +1,7 @@
 """Checkpoint locations: our own job dirs, checkpoint dirs, checkpoint prefixes and exported SavedModels."""
 
 import tensorflow as tf
+from absl import logging
 
 from core.errors import UserInputError
 from core.paths import join
@@ -54,3 +55,82 @@ def restore_backbone(variables: list, checkpoint_prefix: str, architecture: str)
 def _escape(name: str) -> str:
     """How TensorFlow writes an object name inside a checkpoint key ('.' -> '..', '/' -> '.S')."""
     return name.replace(".", "..").replace("/", ".S")
+
+
+CHECKPOINT_PREFIX = "ckpt"
+UNUSABLE_DIR = "unusable"
+
+
+def checkpoints_on_disk(directory: str) -> list[str]:
+    """Checkpoint prefixes in `directory`, newest (highest step) first, read from the files themselves: the
+    `checkpoint` state file may be missing, garbled or point at a checkpoint that was never completed."""
+    try:
+        index_files = tf.io.gfile.glob(join(directory, f"{CHECKPOINT_PREFIX}-*.index"))
+    except tf.errors.OpError:
+        return []
+    numbered = []
+    for path in index_files:
+        number = path[:-len(".index")].rsplit("-", 1)[-1]
+        if number.isdigit():
+            numbered.append((int(number), path[:-len(".index")]))
+    return [prefix for _, prefix in sorted(numbered, reverse=True)]
+
+
+def remove_stale_temporaries(directory: str) -> None:
+    """A save killed midway leaves `ckpt-N_temp/`; it is never completed, and a later save of the same step
+    would fail on it."""
+    for path in tf.io.gfile.glob(join(directory, f"{CHECKPOINT_PREFIX}-*_temp")):
+        logging.warning("removing %s, left by a checkpoint save that never finished", path)
+        tf.io.gfile.rmtree(path)
+
+
+def set_aside(prefix: str) -> str:
+    """Moves an unusable checkpoint's files into `unusable/` beside it (kept for inspection, out of the way of
+    the checkpoint manager); returns where they went."""
+    directory, _, name = prefix.rpartition("/")
+    target_dir = join(directory, UNUSABLE_DIR)
+    tf.io.gfile.makedirs(target_dir)
+    for path in tf.io.gfile.glob(f"{prefix}.*"):
+        tf.io.gfile.rename(path, join(target_dir, path.rpartition("/")[2]), overwrite=True)
+    return join(target_dir, name)
+
+
+def unreadable_reason(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be read back whole (a truncated file, a checksum mismatch), or None.
+    Every tensor is read, so each one's checksum is verified, before anything is restored into the model: a
+    failed restore would leave the model half-restored, with the broken files still referenced."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except Exception as error:  # noqa: BLE001 - the reader raises OpErrors, IndexError, ValueError... for bad bytes
+        return (getattr(error, "message", None) or str(error) or type(error).__name__).strip().splitlines()[0][:300]
+    return None
+
+
+def restore_newest_usable(checkpoint: tf.train.Checkpoint, directory: str, chief: bool) -> str | None:
+    """Restores the newest checkpoint in `directory` that reads back whole; a corrupt or truncated newer one is
+    logged with the reason and, once an older one restored, set aside by the chief. Returns the prefix restored,
+    or None when there is none. Raises UserInputError when checkpoints exist but none can be read (and moves
+    nothing, so the job dir stays as it was)."""
+    failures = []
+    for prefix in checkpoints_on_disk(directory):
+        reason = unreadable_reason(prefix)
+        if reason:
+            failures.append((prefix, reason))
+            logging.warning("checkpoint %s cannot be restored (%s); trying the next older one", prefix, reason)
+            continue
+        try:
+            checkpoint.read(prefix).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            raise UserInputError(f"checkpoint {prefix} does not fit this job ({str(error).splitlines()[0][:200]}); it "
+                                 "was written with other model or optimizer flags: rerun with those, or use another "
+                                 "--job-dir") from None
+        for failed, _ in failures if chief else ():
+            logging.warning("moved the unusable checkpoint %s to %s", failed, set_aside(failed))
+        return prefix
+    if failures:
+        listed = "; ".join(f"{prefix}: {reason}" for prefix, reason in failures)
+        raise UserInputError(f"no checkpoint in {directory} can be restored ({listed}); delete {directory} to "
+                             "train from step 0, or point --job-dir elsewhere")
+    return None

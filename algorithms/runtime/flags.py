@@ -1,5 +1,7 @@
 """Flags every algorithm accepts (the built-ins' shared arguments), and their reading into JobConfig."""
 
+import math
+
 from absl import flags
 
 from algorithms.runtime.config import JobConfig, OptimizerConfig, ScheduleConfig, TrainingDefaults
@@ -55,6 +57,13 @@ def _require(fv: flags.FlagValues, name: str, example: str):
     if value is None or value == "":
         raise UserInputError(f"--{name} is required, e.g. --{name}={example}")
     return value
+
+
+def check_finite_numbers(fv: flags.FlagValues) -> None:
+    """absl's float flags accept 'nan' and 'inf'; no rate, threshold or weight here means anything with them."""
+    for name, value in sorted(fv.flag_values_dict().items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserInputError(f"--{name}={value} must be a finite number")
 
 
 def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_arguments=(),

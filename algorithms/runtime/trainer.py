@@ -6,8 +6,10 @@ A custom loop rather than Keras `fit`: `fit` breaks under MultiWorkerMirroredStr
 
 import contextlib
 import dataclasses
+import errno
 import math
 import os
+import signal
 import tempfile
 import time
 
@@ -15,17 +17,24 @@ import tensorflow as tf
 from absl import logging
 
 from algorithms.runtime import hypertune_reporter, precision
-from algorithms.runtime.checkpoints import resolve_checkpoint_prefix
+from algorithms.runtime.checkpoints import (
+    CHECKPOINT_PREFIX,
+    checkpoints_on_disk,
+    remove_stale_temporaries,
+    resolve_checkpoint_prefix,
+    restore_newest_usable,
+)
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.job_layout import JobLayout, is_chief
 from algorithms.runtime.optimizers import build_optimizer
+from algorithms.runtime.preemption import CHUNK_SECONDS, Preempted, StopSignals
 from algorithms.runtime.report import TrainingReport
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from algorithms.runtime.strategy import choose_strategy
 from algorithms.runtime.task import Task
-from core.errors import DataError, UserInputError, data_error_from_tf_message
+from core.errors import DataError, DivergedError, OutOfSpaceError, UserInputError, data_error_from_tf_message
 from core.variables import trackable_variables
-from export.atomic import export_saved_model, recover_interrupted_swap
+from export.atomic import export_saved_model, exported_step, recover_interrupted_swap, remove_unfinished_export
 
 MAX_CHECKPOINTS_KEPT = 3
 # Undecodable images are only judged once this many training records have been read.
@@ -73,9 +82,7 @@ class Trainer:
             self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
         self.checkpoint = tf.train.Checkpoint(model=trackable_variables(self.model), optimizer=self.optimizer,
                                               best_metric=self.best_metric, best_step=self.best_step)
-        # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
-        checkpoint_dir = self.layout.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=MAX_CHECKPOINTS_KEPT)
+        self.manager = None  # opened once the job dir's checkpoints are restored (_restore_or_warm_start)
         self._serving_model = None
         # Only the chief writes TensorBoard events (to AIP_TENSORBOARD_LOG_DIR on Vertex AI).
         self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
@@ -132,19 +139,51 @@ class Trainer:
 
     # --- pieces of the loop ------------------------------------------------------------------------------
     def _restore_or_warm_start(self) -> None:
+        directory = self.layout.checkpoint_dir
         if self.chief:
             recover_interrupted_swap(self.layout.model_dir)
+            remove_stale_temporaries(directory)
         # Every worker restores from the chief's checkpoints, so a resumed cluster starts in step.
-        latest = tf.train.latest_checkpoint(self.layout.checkpoint_dir)
-        if latest:
-            self.checkpoint.read(latest).assert_existing_objects_matched()
-            logging.info("resumed from %s at step %d (best %s=%.4f at step %d)", latest, self.step,
+        restored = restore_newest_usable(self.checkpoint, directory, self.chief)
+        self._open_checkpoint_manager(restored)
+        if restored:
+            logging.info("resumed from %s at step %d (best %s=%.4f at step %d)", restored, self.step,
                          self.task.metric_name, self.best_metric.numpy(), self.best_step.numpy())
-        elif self.config.pretrained_checkpoint_path:
+            self._finish_interrupted_export()
+            return
+        if exported_step(self.layout.model_dir) is not None:
+            raise UserInputError(
+                f"{self.layout.model_dir} holds an exported model but {directory} has no checkpoint to resume "
+                f"from; training from step 0 would replace that model. Delete {self.layout.model_dir} to start "
+                f"over, or use another --job-dir (with --pretrained_checkpoint_path={self.layout.model_dir} to "
+                "start from the model)")
+        if self.config.pretrained_checkpoint_path:
             prefix = resolve_checkpoint_prefix(self.config.pretrained_checkpoint_path)
             self.task.warm_start(self.model, prefix)
         else:
             self.task.load_pretrained(self.model)
+
+    def _open_checkpoint_manager(self, restored: str | None) -> None:
+        # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
+        directory = self.layout.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
+        if self.chief and restored:
+            # The state file may be missing or garbled: rewrite it from the files, so the manager keeps pruning.
+            # Timestamps after last_preserved_timestamp=0 put every checkpoint on the manager's pruning list.
+            kept = list(reversed(checkpoints_on_disk(directory)))
+            tf.compat.v1.train.update_checkpoint_state(
+                directory, restored, all_model_checkpoint_paths=kept,
+                all_model_checkpoint_timestamps=[float(i + 1) for i in range(len(kept))], last_preserved_timestamp=0.0)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=MAX_CHECKPOINTS_KEPT,
+                                                  checkpoint_name=CHECKPOINT_PREFIX)
+
+    def _finish_interrupted_export(self) -> None:
+        """The best model is checkpointed before it is exported: a job killed between the two resumes with the
+        best weights restored and their export missing, and exports them now."""
+        best_step = int(self.best_step.numpy())
+        if best_step == self.step and exported_step(self.layout.model_dir) != best_step:
+            logging.warning("the best model (step %d) was checkpointed but its export did not finish: exporting it "
+                            "now", best_step)
+            self._export(float(self.best_metric.numpy()))
 
     def _enter_training_phase(self) -> None:
         """What trains from this step on (e.g. the head alone, then the whole network); a change retraces the
@@ -180,40 +219,90 @@ class Trainer:
             logging.warning("skipped %d of %d validation records with undecodable images (within "
                             "--max_bad_image_fraction=%g); the metrics cover the rest", skipped, attempted, limit)
 
-    def _export_if_best(self, metrics: dict) -> bool:
-        value = metrics[self.task.metric_name]
-        if value <= self.best_metric.numpy() and self.best_step.numpy() >= 0:
-            return False
+    def _check_finite(self, metrics: dict) -> None:
+        broken = {name: value for name, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)}
+        if broken:
+            shown = ", ".join(f"{name}={value}" for name, value in broken.items())
+            raise DivergedError(f"the evaluation at step {self.step} gave {shown}: training diverged. "
+                                f"{self._divergence_advice()}")
+
+    def _divergence_advice(self) -> str:
+        last = self.manager.latest_checkpoint if self.manager else None
+        rate = self.config.schedule.initial_learning_rate
+        resume = f"the rerun resumes from {last}, whose weights are finite" if last else "the rerun starts from step 0"
+        return (f"Nothing of this step was exported or checkpointed; {resume}. Rerun the same command with a lower "
+                f"--initial_learning_rate (now {rate:g}; try {rate / 4:g}) or a longer --warmup_steps, and check "
+                "the data")
+
+    def _export(self, value: float) -> None:
+        """Exports the current weights as the best model (the chief writes; every worker reads the weights)."""
         # Read on every worker: under MultiWorkerMirrored, reading synced variables is a collective.
         weights = self.model.get_weights()
-        if self.chief:
-            if self._serving_model is None:
-                # A never-compiled float32 copy outside the strategy: the SavedModel holds weights only and
-                # serves in float32 whatever the training precision.
-                with precision.global_policy("float32"):
-                    self._serving_model = self.task.build_model()
-            self._serving_model.set_weights(weights)
-            labels = {"job_id": _job_id(), "global_step": self.step}
-            export_saved_model(self.task.serving_module(self._serving_model), self.layout.model_dir, labels,
+        if not self.chief:
+            return
+        if self._serving_model is None:
+            # A never-compiled float32 copy outside the strategy: the SavedModel holds weights only and
+            # serves in float32 whatever the training precision.
+            with precision.global_policy("float32"):
+                self._serving_model = self.task.build_model()
+        self._serving_model.set_weights(weights)
+        labels = {"job_id": _job_id(), "global_step": self.step}
+        target = self.layout.model_dir
+        with self._out_of_space_as_error(target, "the exported model", remove_unfinished_export):
+            export_saved_model(self.task.serving_module(self._serving_model), target, labels,
                                self.task.extra_export_files())
-            logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
-                         self.step, self.layout.model_dir)
-        self.best_metric.assign(value)
-        self.best_step.assign(self.step)
-        return True
+        logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
+                     self.step, target)
+
+    def _save_checkpoint(self) -> str:
+        with self._out_of_space_as_error(self.layout.checkpoint_dir, "the checkpoint", remove_stale_temporaries):
+            return self.manager.save(checkpoint_number=self.step)
+
+    @contextlib.contextmanager
+    def _out_of_space_as_error(self, path: str, what: str, clean_up):
+        """A full disk or quota while writing `what` under `path`: temporaries removed, one line naming the path
+        and the bytes needed; the previous model and checkpoints are untouched."""
+        try:
+            yield
+        except (tf.errors.OpError, OSError) as error:
+            text = (getattr(error, "message", None) or str(error)).strip()
+            if not (isinstance(error, tf.errors.ResourceExhaustedError) or "No space left" in text
+                    or "quota" in text.lower() or getattr(error, "errno", None) == errno.ENOSPC):
+                raise
+            if self.chief:
+                try:
+                    clean_up(path)
+                except (tf.errors.OpError, OSError) as cleanup_error:
+                    logging.warning("could not remove the unfinished files under %s: %s", path, cleanup_error)
+            variables = self.model.variables + (self.optimizer.variables if what == "the checkpoint" else [])
+            needed = sum(v.numpy().nbytes for v in variables)
+            raise OutOfSpaceError(
+                f"no space left on the disk (or quota) of {path} while writing {what} of step {self.step} (about "
+                f"{needed / 2 ** 20:.0f} MiB needed): {text.splitlines()[0][:200]}. Free space or point --job-dir "
+                f"at a larger disk, then rerun the same command; the model in {self.layout.model_dir} and the "
+                "earlier checkpoints are intact") from None
 
     def _evaluate_report_export(self) -> dict:
+        """Evaluates; a better metric becomes the best model, checkpointed first and then exported, so a job killed
+        between the two exports it on resume (the checkpoint holds the best metric and step)."""
         started = time.time()
         metrics = self.evaluate()
         for split in ("eval", "train"):
             self._check_skipped_records(split)
-        improved = self._export_if_best(metrics)
+        self._check_finite(metrics)
+        value = metrics[self.task.metric_name]
+        improved = value > self.best_metric.numpy() or self.best_step.numpy() < 0
+        if improved:
+            self.best_metric.assign(value)
+            self.best_step.assign(self.step)
+        self._save_checkpoint()
+        if improved:
+            self._export(value)
         for callback in self.evaluation_callbacks:
             callback(self.step, self._last_train_loss, metrics)
         shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         logging.info("eval at step %d: %s (%.1fs)%s", self.step, shown, time.time() - started,
                      " new best" if improved else f" (best {self.best_metric.numpy():.4f} at step {self.best_step.numpy()})")
-        self.manager.save(checkpoint_number=self.step)
         return metrics
 
     def _write_eval_summaries(self, step: int, _train_loss, metrics: dict) -> None:
@@ -247,13 +336,14 @@ class Trainer:
     def run(self) -> RunSummary:
         started = time.time()
         config = self.config
-        self._restore_or_warm_start()
         metrics, losses = {}, []
-        if self.step >= config.max_steps:
-            logging.info("step %d already reaches --max_steps=%d: evaluating only", self.step, config.max_steps)
-            metrics = self._evaluate_report_export()
-        else:
-            metrics, losses = self._train(config)
+        with StopSignals() as stop:
+            self._restore_or_warm_start()
+            if self.step >= config.max_steps:
+                logging.info("step %d already reaches --max_steps=%d: evaluating only", self.step, config.max_steps)
+                metrics = self._evaluate_report_export()
+            else:
+                metrics, losses = self._train(config, stop)
         self._write_report(started)
         return RunSummary(metric_name=self.task.metric_name, final_step=self.step, best_metric=float(self.best_metric.numpy()),
                           best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
@@ -273,44 +363,44 @@ class Trainer:
                      self.best_step.numpy())
         return True
 
-    def _train(self, config: JobConfig):
+    def _train(self, config: JobConfig, stop: StopSignals):
         dataset = self.strategy.distribute_datasets_from_function(self.task.train_dataset)
         iterator = iter(dataset)
         losses, metrics = [], {}
         start_step, started = self.step, time.time()
-        interval_start, interval_step = started, start_step
+        interval_start, interval_step, interval_loss = started, start_step, 0.0
+        seconds_per_step = None
         logging.info("training %s from step %d to %d, batch %d, evaluating every %d steps", self.task.name,
                      start_step, config.max_steps, config.train_batch_size, config.train_steps_per_eval)
         phase_steps = self.task.training_phase_steps()
         while self.step < config.max_steps:
+            self._stop_if_signalled(stop)
             self._enter_training_phase()
             step = self.step
             next_eval = min(config.max_steps, (step // config.train_steps_per_eval + 1) * config.train_steps_per_eval)
             next_log = (step // config.log_every_steps + 1) * config.log_every_steps
             next_phase = min([s for s in phase_steps if s > step], default=config.max_steps)
-            # The very first call is one step, so the first loss is logged before any learning.
-            num_steps = 1 if step == start_step else min(next_eval, next_log, next_phase) - step
+            # The very first call is one step, so the first loss is logged before any learning. Later calls end at
+            # the next log, evaluation or phase, and last about CHUNK_SECONDS at most, so a stop signal is
+            # answered well inside the platforms' grace period.
+            longest = 1 if seconds_per_step is None else max(1, int(CHUNK_SECONDS / seconds_per_step))
+            num_steps = 1 if step == start_step else min(min(next_eval, next_log, next_phase) - step, longest)
+            chunk_started = time.time()
             with data_errors_as_user_errors():
                 loss = float(self._train_fn(iterator, tf.constant(num_steps)))
-            if not math.isfinite(loss):
-                raise UserInputError(f"the training loss became {loss} at step {self.step}; lower "
-                                     "--initial_learning_rate (or raise --warmup_steps) and check the data")
-            losses.append((self.step, loss))
-            self._last_train_loss = loss
             now, step = time.time(), self.step
+            seconds_per_step = (now - chunk_started) / num_steps
+            if not math.isfinite(loss):
+                raise DivergedError(f"the training loss became {loss} in the steps up to {step}: training diverged. "
+                                    f"{self._divergence_advice()}")
+            interval_loss += loss * num_steps
             if step == start_step + 1 or step % config.log_every_steps == 0 or step == next_eval:
-                images_per_second = (step - interval_step) * config.train_batch_size / max(now - interval_start, 1e-9)
-                steps_per_second = (step - start_step) / max(now - started, 1e-9)
-                eta = (config.max_steps - step) / max(steps_per_second, 1e-9)
-                learning_rate = float(self.optimizer.learning_rate.numpy()) if hasattr(
-                    self.optimizer.learning_rate, "numpy") else float(self.optimizer.learning_rate)
-                logging.info("step %d/%d loss=%.4f lr=%.5g %.1f images/s ETA %s", step, config.max_steps, loss,
-                             learning_rate, images_per_second, _duration(eta))
-                with self.summaries.as_default(step=step):
-                    tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/learning_rate", learning_rate)
-                    tf.summary.scalar("train/images_per_second", images_per_second)
-                interval_start, interval_step = now, step
+                loss = interval_loss / (step - interval_step)  # the mean over the logged interval
+                losses.append((step, loss))
+                self._last_train_loss = loss
+                self._log_training(step, loss, (step - interval_step) / max(now - interval_start, 1e-9),
+                                   (step - start_step) / max(now - started, 1e-9))
+                interval_start, interval_step, interval_loss = now, step, 0.0
                 self._check_skipped_records("train")
             if step == next_eval:
                 metrics = self._evaluate_report_export()
@@ -320,6 +410,33 @@ class Trainer:
         if skipped:
             logging.warning("skipped about %d of %d training records with undecodable images", skipped, attempted)
         return metrics, losses
+
+    def _log_training(self, step: int, loss: float, steps_per_second: float, average_steps_per_second: float) -> None:
+        config = self.config
+        images_per_second = steps_per_second * config.train_batch_size
+        eta = (config.max_steps - step) / max(average_steps_per_second, 1e-9)
+        learning_rate = float(self.optimizer.learning_rate.numpy()) if hasattr(
+            self.optimizer.learning_rate, "numpy") else float(self.optimizer.learning_rate)
+        logging.info("step %d/%d loss=%.4f lr=%.5g %.1f images/s ETA %s", step, config.max_steps, loss,
+                     learning_rate, images_per_second, _duration(eta))
+        with self.summaries.as_default(step=step):
+            tf.summary.scalar("train/loss", loss)
+            tf.summary.scalar("train/learning_rate", learning_rate)
+            tf.summary.scalar("train/images_per_second", images_per_second)
+
+    def _stop_if_signalled(self, stop: StopSignals) -> None:
+        """On SIGTERM/SIGINT (on any worker: they agree first, as every one must save): saves a checkpoint of
+        this step, unless the evaluation just did, and raises Preempted."""
+        received = stop.received is not None
+        if getattr(self.strategy.extended, "_num_workers", 1) > 1:
+            flag = self.strategy.run(lambda: tf.constant(int(received)))
+            received = bool(self.strategy.reduce(tf.distribute.ReduceOp.MAX, flag, axis=None).numpy())
+        if not received:
+            return
+        saved = self.manager.latest_checkpoint
+        if not saved or not saved.endswith(f"-{self.step}"):
+            saved = self._save_checkpoint()
+        raise Preempted(stop.received or signal.SIGTERM, self.step, saved)
 
 
 def _duration(seconds: float) -> str:
