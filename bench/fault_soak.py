@@ -6,7 +6,7 @@ run clean (exit 143 with its STOPPED line, or 0 when the job had already finishe
 the best of everything hypertune was told: its step is the step of the best reported top_1_accuracy, and the
 model, served on the whole validation set, scores exactly that.
 
-    python bench/fault_soak.py [--kills=20 --max_steps=200 --seed=0]
+    python bench/fault_soak.py [--kills=20 --max_steps=3000 --seed=0]
 """
 
 import argparse
@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 FLAGS = ["--model_type=resnet-18", "--image_size=32", "--train_batch_size=32", "--optimizer_type=adam",
-         "--initial_learning_rate=0.002", "--warmup_steps=10", "--seed=1", "--train_steps_per_eval=25",
+         "--initial_learning_rate=0.002", "--warmup_steps=10", "--seed=1", "--train_steps_per_eval=50",
          "--log_every_steps=5", "--num_classes=10"]
 
 
@@ -43,7 +43,7 @@ def served_accuracy(model_dir: str, validation_glob: str) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--max_steps", type=int, default=200)
+    parser.add_argument("--max_steps", type=int, default=3000, help="more than the kills let it reach")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--longest_wait", type=float, default=25.0, help="seconds after start before the kill, at most")
     args = parser.parse_args()

@@ -34,7 +34,8 @@ def _problem_text(path, index, encoded_count, label_values, num_classes):
 def build_dataset(files: list[str], *, training: bool, image_size: int, batch_size: int, num_classes: int,
                   counters: RecordCounters, seed: int | None = None, num_records: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
-                  image_files: tuple[list[str], list[int]] | None = None) -> tf.data.Dataset:
+                  image_files: tuple[list[str], list[int]] | None = None,
+                  max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
     """Batches of (float32 images [b, s, s, 3] in 0..255, int32 0-based labels [b]).
 
     training: endless, shuffled, randomly cropped and flipped, full batches only.
@@ -48,7 +49,11 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
     else:
         dataset = record_pipeline.listed_files(*image_files, training=training, seed=seed, num_records=num_records,
                                                input_context=input_context)
-    preprocess = image_ops.preprocess_for_train if training else image_ops.preprocess_for_eval
+    preprocess_image = image_ops.preprocess_for_train if training else image_ops.preprocess_for_eval
+
+    def preprocess(encoded, size):
+        return preprocess_image(encoded, size, max_pixels)
+
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
 
     def parse_and_decode(path, index, serialized):

@@ -92,10 +92,10 @@ def _boxes_and_labels(features):
     return boxes, labels, crowd
 
 
-def _train_example(encoded, features, image_size, padded_size, augment, assign_targets):
+def _train_example(encoded, features, image_size, padded_size, augment, assign_targets, max_pixels):
     """Decoded, jittered, cropped, padded image and its anchor targets."""
     boxes, labels, crowd = _boxes_and_labels(features)
-    image = image_ops.decode_rgb(encoded)
+    image = image_ops.decode_rgb(encoded, max_pixels)
     if augment.auto_augmentation:  # on the decoded image, before flip and jitter, as upstream
         image, boxes = detection_autoaugment.distort(image, boxes)
     if augment.random_flip:
@@ -123,11 +123,11 @@ def _train_example(encoded, features, image_size, padded_size, augment, assign_t
     return image, class_targets, box_targets
 
 
-def _eval_example(encoded, features, image_size, padded_size):
+def _eval_example(encoded, features, image_size, padded_size, max_pixels):
     """The fitted, padded image; its ground truth (normalized boxes, 1-based labels, crowd flags, areas in
     original pixels, or -1 to compute from the box), and its original and fitted sizes."""
     boxes, labels, crowd = _boxes_and_labels(features)
-    image = image_ops.decode_rgb(encoded)
+    image = image_ops.decode_rgb(encoded, max_pixels)
     original_size = tf.cast(tf.shape(image)[:2], tf.float32)
     image, scaled_size = image_ops.resize_to_fit(image, image_size)
     area = features[feature_keys.OBJECT_AREA]
@@ -142,7 +142,8 @@ def _eval_example(encoded, features, image_size, padded_size):
 def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded_size: tuple, batch_size: int,
                   num_classes: int, counters: record_pipeline.RecordCounters, augment=None, assign_targets=None,
                   seed: int | None = None, num_records: int = 0,
-                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                  input_context: tf.distribute.InputContext | None = None,
+                  max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
     """training: endless batches of (images [b, H, W, 3] 0..255, (class targets [b, A], box targets [b, A, 4])).
     `augment` has random_flip, scale_min, scale_max, max_boxes; `assign_targets(pixel boxes, labels)` gives
     one image's targets.
@@ -167,11 +168,11 @@ def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded
         problem = _problem_text(path, index, features, num_classes)
         usable = tf.equal(problem, "")
         if training:
-            example = tf.cond(usable, lambda: _train_example(features[feature_keys.IMAGE][0], features, image_size, padded_size,
-                                                             augment, assign_targets), blank)
+            example = tf.cond(usable, lambda: _train_example(features[feature_keys.IMAGE][0], features, image_size,
+                                                             padded_size, augment, assign_targets, max_pixels), blank)
         else:
-            example = tf.cond(usable, lambda: _eval_example(features[feature_keys.IMAGE][0], features, image_size, padded_size),
-                              blank)
+            example = tf.cond(usable, lambda: _eval_example(features[feature_keys.IMAGE][0], features, image_size,
+                                                            padded_size, max_pixels), blank)
         return example, problem
 
     dataset = record_pipeline.decode_counted(dataset, parse_and_decode, counters, training)

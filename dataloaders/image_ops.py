@@ -13,9 +13,48 @@ IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 IMAGENET_STDDEV_RGB = (58.395, 57.12, 57.375)
 
 
-def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
-    """JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3]; grayscale and RGBA become RGB."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+# Decoding an image costs ~60 bytes per pixel at its peak (decode, float copy, crop, resize); 64 Mpx (8000 x
+# 8000, more than most cameras) is then ~4 GB, which a 24 GiB machine survives with parallel decodes.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+
+
+def _unsigned(header: tf.Tensor, start: int, length: int, little_endian: bool) -> tf.Tensor:
+    values = tf.cast(tf.io.decode_raw(tf.strings.substr(header, start, length), tf.uint8), tf.int64)
+    weights = tf.constant([256 ** i for i in (range(length) if little_endian else reversed(range(length)))],
+                          tf.int64)
+    return tf.reduce_sum(values * weights)
+
+
+def header_pixels(encoded: tf.Tensor) -> tf.Tensor:
+    """width x height read from the header of JPEG, PNG, GIF or BMP bytes, without decoding (int64; 0 when
+    the header is not one of these, so decoding decides)."""
+    header = tf.strings.substr(tf.strings.join([encoded, tf.constant(b"\0" * 32)]), 0, 32)  # short files
+    magic = tf.strings.substr(header, 0, 4)
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
+        return shape[0] * shape[1]
+
+    return tf.case([
+        (tf.io.is_jpeg(encoded), jpeg),
+        (tf.equal(magic, b"\x89PNG"), lambda: _unsigned(header, 16, 4, False) * _unsigned(header, 20, 4, False)),
+        (tf.equal(magic, b"GIF8"), lambda: _unsigned(header, 6, 2, True) * _unsigned(header, 8, 2, True)),
+        # BMP heights are negative for top-down rows: the magnitude of the signed 32-bit value.
+        (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), lambda: _unsigned(header, 18, 4, True) * tf.abs(
+            (_unsigned(header, 22, 4, True) + 2 ** 31) % 2 ** 32 - 2 ** 31)),
+    ], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
+
+def decode_rgb(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
+    """JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3]; grayscale and RGBA become RGB. Images of more than
+    `max_pixels` (from the header) fail before being decoded, as undecodable images do, instead of taking
+    the machine's memory."""
+    pixels = header_pixels(encoded)
+    within = tf.debugging.assert_less_equal(
+        pixels, tf.constant(max_pixels, tf.int64),
+        message=f"the image has more pixels than --max_image_pixels={max_pixels}")
+    with tf.control_dependencies([within]):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -51,14 +90,14 @@ def random_crop_and_resize(image: tf.Tensor, image_size: int,
     return _resize(image, image_size, image_size)
 
 
-def preprocess_for_eval(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def preprocess_for_eval(encoded: tf.Tensor, image_size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Bytes -> float32 [image_size, image_size, 3] in 0..255 (evaluation and serving)."""
-    return center_crop_and_resize(decode_rgb(encoded), image_size)
+    return center_crop_and_resize(decode_rgb(encoded, max_pixels), image_size)
 
 
-def preprocess_for_train(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def preprocess_for_train(encoded: tf.Tensor, image_size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
     """Bytes -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255."""
-    image = random_crop_and_resize(decode_rgb(encoded), image_size)
+    image = random_crop_and_resize(decode_rgb(encoded, max_pixels), image_size)
     return tf.image.random_flip_left_right(image)
 
 
@@ -83,8 +122,9 @@ def pad_to_size(image: tf.Tensor, padded_size) -> tf.Tensor:
     return image
 
 
-def fit_and_pad(encoded: tf.Tensor, image_size, padded_size) -> tuple[tf.Tensor, tf.Tensor]:
+def fit_and_pad(encoded: tf.Tensor, image_size, padded_size,
+                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[tf.Tensor, tf.Tensor]:
     """Bytes -> (float32 [padded h, padded w, 3] in 0..255, the (height, width) the image occupies in it).
     Detection evaluation and serving; boxes divided by that size are normalised to the original image."""
-    image, scaled_size = resize_to_fit(decode_rgb(encoded), image_size)
+    image, scaled_size = resize_to_fit(decode_rgb(encoded, max_pixels), image_size)
     return pad_to_size(image, padded_size), scaled_size

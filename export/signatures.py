@@ -50,11 +50,12 @@ class ClassificationServing(_ServingModule):
     and, when class names are known, `class_names` (no inputs) -> class_names string [num_classes].
     """
 
-    def __init__(self, model: keras.Model, image_size: int, class_names: list[str] | None = None):
+    def __init__(self, model: keras.Model, image_size: int, class_names: list[str] | None = None,
+                 max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__(model, class_names, name="classification_serving")
 
         def serve(image_bytes, key):
-            images = tf.map_fn(lambda encoded: image_ops.preprocess_for_eval(encoded, image_size), image_bytes,
+            images = tf.map_fn(lambda encoded: image_ops.preprocess_for_eval(encoded, image_size, max_pixels), image_bytes,
                                fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
             probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), axis=-1)
             return {
@@ -83,13 +84,14 @@ class DetectionServing(_ServingModule):
     post-processing (the same one its evaluation uses).
     """
 
-    def __init__(self, model: keras.Model, detect, image_size, padded_size, class_names: list[str] | None = None):
+    def __init__(self, model: keras.Model, detect, image_size, padded_size, class_names: list[str] | None = None,
+                 max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__(model, class_names, name="detection_serving")
         height, width = padded_size
 
         def serve(encoded_image, key):
             images, scaled_sizes = tf.map_fn(
-                lambda encoded: image_ops.fit_and_pad(encoded, image_size, padded_size), encoded_image,
+                lambda encoded: image_ops.fit_and_pad(encoded, image_size, padded_size, max_pixels), encoded_image,
                 fn_output_signature=(tf.TensorSpec([height, width, 3], tf.float32), tf.TensorSpec([2], tf.float32)))
             detections = detect(images, scaled_sizes)
             return {

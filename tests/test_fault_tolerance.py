@@ -253,3 +253,71 @@ def test_a_full_disk_ends_in_one_line_with_the_best_model_intact(digits, small_d
     assert _exported_step(job_dir) == 20 and np.isfinite(_served_probabilities(f"{job_dir}/model", digits)).all()
     assert not [name for name in os.listdir(os.path.join(job_dir, "checkpoints")) if name.endswith("_temp")]
     assert _checkpoint_steps(job_dir) == [20]
+
+
+def _rewritten_jpeg_size(encoded: bytes, height: int, width: int) -> bytes:
+    """The same JPEG bytes with the frame header (SOF0) claiming another size."""
+    at = encoded.index(b"\xff\xc0")
+    return encoded[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + encoded[at + 9:]
+
+
+def test_image_sizes_are_read_from_headers_without_decoding():
+    import io
+
+    from PIL import Image
+
+    from dataloaders import image_ops
+
+    photo = np.zeros((300, 500, 3), np.uint8)
+    for image_format in ("JPEG", "PNG", "GIF", "BMP"):
+        buffer = io.BytesIO()
+        Image.fromarray(photo).save(buffer, format=image_format)
+        encoded = tf.constant(buffer.getvalue())
+        assert int(image_ops.header_pixels(encoded)) == 150_000, image_format
+        assert image_ops.decode_rgb(encoded).shape == (300, 500, 3)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than --max_image_pixels=149999"):
+            image_ops.decode_rgb(encoded, 149_999)
+    bomb = _rewritten_jpeg_size(_jpeg(photo), 60000, 60000)
+    assert int(image_ops.header_pixels(tf.constant(bomb))) == 3_600_000_000
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than --max_image_pixels=64000000"):
+        image_ops.decode_rgb(tf.constant(bomb))
+    assert int(image_ops.header_pixels(tf.constant(b"neither"))) == 0
+
+
+def _jpeg(array) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=50)
+    return buffer.getvalue()
+
+
+def test_a_12000_pixel_square_photo_is_skipped_before_it_is_decoded(digits, tmp_path):
+    """A real 12000 x 12000 JPEG (144 Mpx) among the validation images: without the limit decoding it took
+    ~9 GB; with the default limit it is counted as skipped and the job stays small."""
+    from data.example_codec import classification_example
+
+    bomb = _jpeg(np.full((12000, 12000, 3), 127, np.uint8))
+    records = [record.numpy() for record in tf.data.TFRecordDataset(tf.io.gfile.glob(digits["validation"]))][:150]
+    records[7] = classification_example(bomb, 3, height=12000, width=12000, image_format="JPEG").SerializeToString()
+    validation = str(tmp_path / "validation.tfrecord")
+    with tf.io.TFRecordWriter(validation) as writer:
+        for record in records:
+            writer.write(record)
+    measure = ("import resource, subprocess, sys\n"
+               "code = subprocess.run(sys.argv[1:]).returncode\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+               "sys.exit(code)\n")
+    args = [f"--training_data_path={digits['train']}", f"--validation_data_path={validation}",
+            f"--job-dir={tmp_path / 'job'}", "--num_classes=10", "--max_steps=2", "--train_steps_per_eval=2",
+            *FAST_FLAGS]
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, os.path.join(REPO, "entrypoint.py"),
+                             *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 1 of 150 validation records with undecodable images" in result.stderr
+    assert "eval_images=149" in result.stderr
+    peak_gib = int(result.stderr.strip().splitlines()[-1]) / 2 ** 20
+    print(f"peak resident memory of the job: {peak_gib:.2f} GiB")
+    assert peak_gib < 3.0, f"peak resident memory {peak_gib:.1f} GiB"

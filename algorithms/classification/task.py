@@ -197,7 +197,7 @@ class ClassificationTask(Task):
             self.train_files, image_files=self.train_images, training=True, image_size=self.params.image_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
             num_classes=self.config.num_classes, counters=self.train_counters, seed=self.config.seed,
-            input_context=input_context)
+            input_context=input_context, max_pixels=self.config.max_image_pixels)
 
     def eval_dataset(self, input_context):
         self.eval_counters.reset()  # built once per evaluation pass: each pass counts from zero
@@ -205,7 +205,8 @@ class ClassificationTask(Task):
             self.eval_files, image_files=self.eval_images, training=False, image_size=self.params.image_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),
             num_classes=self.config.num_classes,
-            counters=self.eval_counters, num_records=self.config.num_eval_images, input_context=input_context)
+            counters=self.eval_counters, num_records=self.config.num_eval_images, input_context=input_context,
+            max_pixels=self.config.max_image_pixels)
 
     # --- loss and metrics --------------------------------------------------------------------------------
     def compute_loss(self, model, batch):
@@ -236,7 +237,7 @@ class ClassificationTask(Task):
 
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:
-        return ClassificationServing(model, self.params.image_size, self.class_names)
+        return ClassificationServing(model, self.params.image_size, self.class_names, self.config.max_image_pixels)
 
     # --- report ------------------------------------------------------------------------------------------
     def report_tables(self) -> dict:

@@ -87,7 +87,8 @@ class DetectionTask(Task):
             self.train_files, training=True, image_size=p.image_size, padded_size=p.padded_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
             num_classes=self.config.num_classes, counters=self.train_counters, augment=augment,
-            assign_targets=self._assign_targets, seed=self.config.seed, input_context=input_context)
+            assign_targets=self._assign_targets, seed=self.config.seed, input_context=input_context,
+            max_pixels=self.config.max_image_pixels)
 
     def eval_dataset(self, input_context):
         self.eval_counters.reset()
@@ -95,7 +96,8 @@ class DetectionTask(Task):
             self.eval_files, training=False, image_size=self.params.image_size, padded_size=self.params.padded_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),
             num_classes=self.config.num_classes, counters=self.eval_counters,
-            num_records=self.config.num_eval_images, input_context=input_context)
+            num_records=self.config.num_eval_images, input_context=input_context,
+            max_pixels=self.config.max_image_pixels)
 
     # --- loss and metrics --------------------------------------------------------------------------------
     def compute_loss(self, model, batch):
@@ -130,7 +132,7 @@ class DetectionTask(Task):
     # --- export ------------------------------------------------------------------------------------------
     def serving_module(self, model) -> tf.Module:
         return DetectionServing(model, lambda images, sizes: self.detect(model, images, sizes), self.params.image_size,
-                                self.params.padded_size, self.class_names)
+                                self.params.padded_size, self.class_names, self.config.max_image_pixels)
 
     # --- report ------------------------------------------------------------------------------------------
     def report_figures(self, serving_model) -> dict:

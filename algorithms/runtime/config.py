@@ -58,6 +58,7 @@ class JobConfig:
     weight_decay: float
     pretrained_checkpoint_path: str | None
     max_bad_image_fraction: float
+    max_image_pixels: int
     seed: int
     distribution_strategy: str
     mixed_precision: str

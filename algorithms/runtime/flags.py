@@ -8,6 +8,7 @@ from algorithms.runtime.config import JobConfig, OptimizerConfig, ScheduleConfig
 from algorithms.runtime.optimizers import OPTIMIZER_TYPES, parse_optimizer_config
 from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
 from core.errors import UserInputError
+from dataloaders.image_ops import DEFAULT_MAX_IMAGE_PIXELS
 
 TASKS = ("classification", "detection")
 
@@ -37,6 +38,7 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("weight_decay", 0.0001, "L2 coefficient on the weights: loss = task loss + weight_decay * L2.", flag_values=fv)
     flags.DEFINE_string("pretrained_checkpoint_path", None, "Checkpoint (prefix, dir, job dir or exported model; local or gs://) to warm-start from.", flag_values=fv)
     flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable images are skipped; fail when more than this fraction is.", flag_values=fv)
+    flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images with more pixels (width x height, read from the header) are skipped as undecodable instead of being decoded; the exported model refuses them too.", flag_values=fv)
     flags.DEFINE_string("distribution_strategy", "auto", "auto (TPU, multi-worker, multi-GPU or default, from the environment), default, mirrored, multi_worker_mirrored or tpu.", flag_values=fv)
     flags.DEFINE_string("mixed_precision", "auto", "auto (float16 on tensor-core GPUs, bfloat16 on TPUs, off on CPUs), true, false, float16 or bfloat16.", flag_values=fv)
     flags.DEFINE_string("labels_file", None, "Class names, one per line (line i = label i); default: labels.txt next to the training data.", flag_values=fv)
@@ -86,6 +88,8 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         raise UserInputError(f"--early_stopping_patience={fv.early_stopping_patience} must be >= 0 (0 = off)")
     if fv.weight_decay < 0:
         raise UserInputError(f"--weight_decay={fv.weight_decay} must be >= 0")
+    if fv.max_image_pixels < 1:
+        raise UserInputError(f"--max_image_pixels={fv.max_image_pixels} must be at least 1")
     if not 0.0 <= fv.max_bad_image_fraction <= 1.0:
         raise UserInputError(f"--max_bad_image_fraction={fv.max_bad_image_fraction} must be in [0, 1]")
 
@@ -125,7 +129,7 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         eval_batch_size=fv.eval_batch_size or batch, num_eval_images=fv.num_eval_images,
         train_steps_per_eval=fv.train_steps_per_eval, log_every_steps=fv.log_every_steps,
         weight_decay=fv.weight_decay, pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
-        max_bad_image_fraction=fv.max_bad_image_fraction, seed=fv.seed,
+        max_bad_image_fraction=fv.max_bad_image_fraction, max_image_pixels=fv.max_image_pixels, seed=fv.seed,
         distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
         mixed_precision=(fv.mixed_precision or "auto").strip().lower(),
         labels_file=fv.labels_file or None, early_stopping_patience=fv.early_stopping_patience, schedule=schedule, optimizer=optimizer,
