@@ -23,9 +23,10 @@ def test_killed_job_resumes_from_its_checkpoint(digits, tmp_path):
     args = [sys.executable, os.path.join(REPO, "entrypoint.py"), *_job_args(digits, job_dir, 400, 20)]
     env = {**os.environ, "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "first.metrics")}
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    checkpoint_index = job_dir / "checkpoints" / "checkpoint"
+    # The first evaluation is over (checkpoint, export, hypertune report, in that order) once its report exists.
+    first_report = tmp_path / "first.metrics"
     deadline = time.time() + 300
-    while not checkpoint_index.exists() and time.time() < deadline and process.poll() is None:
+    while not first_report.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -36,7 +36,12 @@ def parity(digits, tmp_path_factory):
 
 def _variables_by_path(model_dir: str) -> dict:
     """The exported model's variables, keyed by Keras path (how trackable_variables stores them)."""
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, "variables", "variables"))
+    return _checkpoint_variables(os.path.join(model_dir, "variables", "variables"))
+
+
+def _checkpoint_variables(prefix: str) -> dict:
+    """The model variables of a checkpoint (a SavedModel's variables are one too), keyed by Keras path."""
+    reader = tf.train.load_checkpoint(prefix)
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
     return {key[len("model/"):-len(suffix)].replace(".S", "/").replace("..", "."): reader.get_tensor(key)
             for key in reader.get_variable_to_shape_map() if key.startswith("model/") and key.endswith(suffix)}
@@ -115,7 +120,9 @@ def test_two_phase_schedule_switches_at_the_stated_step_across_a_restart(parity,
                       for line in second.stderr.splitlines() if " lr=" in line and "step " in line}
     assert all(abs(lr - 0.0003) < 1e-9 for step, lr in learning_rates.items() if step > 30), learning_rates
     assert any(abs(lr - 0.0003) > 1e-6 for step, lr in learning_rates.items() if step <= 30), learning_rates
-    tuned = _variables_by_path(str(job / "model"))
+    # The checkpoint of step 50, not the exported best model: whether 20 fine-tuning steps beat the frozen
+    # model's accuracy varies run to run (the training input order is not deterministic).
+    tuned = _checkpoint_variables(str(job / "checkpoints" / "ckpt-50"))
     assert any(not np.array_equal(tuned[p], v) for p, v in pretrained_sources["backbone"].items())
     serve = tf.saved_model.load(str(job / "model")).signatures["serving_default"]
     assert set(serve.structured_outputs) == {"classes", "probabilities", "key"}

@@ -368,7 +368,7 @@ class Trainer:
         iterator = iter(dataset)
         losses, metrics = [], {}
         start_step, started = self.step, time.time()
-        interval_start, interval_step, interval_loss = started, start_step, 0.0
+        interval_start, interval_step, interval_loss, interval_calls = started, start_step, 0.0, 0
         seconds_per_step = None
         logging.info("training %s from step %d to %d, batch %d, evaluating every %d steps", self.task.name,
                      start_step, config.max_steps, config.train_batch_size, config.train_steps_per_eval)
@@ -393,14 +393,16 @@ class Trainer:
             if not math.isfinite(loss):
                 raise DivergedError(f"the training loss became {loss} in the steps up to {step}: training diverged. "
                                     f"{self._divergence_advice()}")
-            interval_loss += loss * num_steps
+            # Mean over the interval's calls, weighted by their steps (a float16 step skipped for an overflowing
+            # loss scale runs without advancing the step, so the step count can lag the steps run).
+            interval_loss, interval_calls = interval_loss + loss * num_steps, interval_calls + num_steps
             if step == start_step + 1 or step % config.log_every_steps == 0 or step == next_eval:
-                loss = interval_loss / (step - interval_step)  # the mean over the logged interval
+                loss = interval_loss / interval_calls
                 losses.append((step, loss))
                 self._last_train_loss = loss
                 self._log_training(step, loss, (step - interval_step) / max(now - interval_start, 1e-9),
                                    (step - start_step) / max(now - started, 1e-9))
-                interval_start, interval_step, interval_loss = now, step, 0.0
+                interval_start, interval_step, interval_loss, interval_calls = now, step, 0.0, 0
                 self._check_skipped_records("train")
             if step == next_eval:
                 metrics = self._evaluate_report_export()
@@ -430,7 +432,7 @@ class Trainer:
         received = stop.received is not None
         if getattr(self.strategy.extended, "_num_workers", 1) > 1:
             flag = self.strategy.run(lambda: tf.constant(int(received)))
-            received = bool(self.strategy.reduce(tf.distribute.ReduceOp.MAX, flag, axis=None).numpy())
+            received = bool(self.strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None).numpy())
         if not received:
             return
         saved = self.manager.latest_checkpoint
