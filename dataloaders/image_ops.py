@@ -28,7 +28,8 @@ def _unsigned(header: tf.Tensor, start: int, length: int, little_endian: bool) -
 def header_pixels(encoded: tf.Tensor) -> tf.Tensor:
     """width x height read from the header of JPEG, PNG, GIF or BMP bytes, without decoding (int64; 0 when
     the header is not one of these, so decoding decides)."""
-    header = tf.strings.substr(tf.strings.join([encoded, tf.constant(b"\0" * 32)]), 0, 32)  # short files
+    # The first 32 bytes, zero-padded for short files; only those are copied, never the whole image.
+    header = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), tf.constant(b"\0" * 32)]), 0, 32)
     magic = tf.strings.substr(header, 0, 4)
 
     def jpeg():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -30,6 +31,13 @@ def digit_detection(tmp_path_factory):
 
     return build_digit_detection(str(tmp_path_factory.mktemp("digit_detection")), image_size=128, num_train=480,
                                  num_validation=60)
+
+
+def refusing_address() -> str:
+    """host:port of a local port nothing listens on: a connection there is refused at once, online or not."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def run_entrypoint(args, env_extra=None, timeout=300):

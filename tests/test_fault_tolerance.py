@@ -295,29 +295,18 @@ def _jpeg(array) -> bytes:
 
 
 def test_a_12000_pixel_square_photo_is_skipped_before_it_is_decoded(digits, tmp_path):
-    """A real 12000 x 12000 JPEG (144 Mpx) among the validation images: without the limit decoding it took
-    ~9 GB; with the default limit it is counted as skipped and the job stays small."""
-    from data.example_codec import classification_example
+    """A real 12000 x 12000 JPEG (144 Mpx) among the validation images: decoding it took 10.8 GiB
+    (bench/image_bomb_bench.py); with the default limit it is counted as skipped and the job stays small."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import image_bomb_bench
 
-    bomb = _jpeg(np.full((12000, 12000, 3), 127, np.uint8))
-    records = [record.numpy() for record in tf.data.TFRecordDataset(tf.io.gfile.glob(digits["validation"]))][:150]
-    records[7] = classification_example(bomb, 3, height=12000, width=12000, image_format="JPEG").SerializeToString()
     validation = str(tmp_path / "validation.tfrecord")
-    with tf.io.TFRecordWriter(validation) as writer:
-        for record in records:
-            writer.write(record)
-    measure = ("import resource, subprocess, sys\n"
-               "code = subprocess.run(sys.argv[1:]).returncode\n"
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
-               "sys.exit(code)\n")
-    args = [f"--training_data_path={digits['train']}", f"--validation_data_path={validation}",
-            f"--job-dir={tmp_path / 'job'}", "--num_classes=10", "--max_steps=2", "--train_steps_per_eval=2",
-            *FAST_FLAGS]
-    result = subprocess.run([sys.executable, "-c", measure, sys.executable, os.path.join(REPO, "entrypoint.py"),
-                             *args], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "skipped 1 of 150 validation records with undecodable images" in result.stderr
-    assert "eval_images=149" in result.stderr
-    peak_gib = int(result.stderr.strip().splitlines()[-1]) / 2 ** 20
-    print(f"peak resident memory of the job: {peak_gib:.2f} GiB")
+    image_bomb_bench.write_validation_with_a_bomb(digits["validation"], validation)
+    code, log, peak_gib = image_bomb_bench.run_measured([
+        sys.executable, os.path.join(REPO, "entrypoint.py"), f"--training_data_path={digits['train']}",
+        f"--validation_data_path={validation}", f"--job-dir={tmp_path / 'job'}", "--num_classes=10",
+        "--max_steps=2", "--train_steps_per_eval=2", *FAST_FLAGS], timeout=300)
+    assert code == 0, log[-3000:]
+    assert "skipped 1 of 150 validation records with undecodable images" in log
+    assert "eval_images=149" in log
     assert peak_gib < 3.0, f"peak resident memory {peak_gib:.1f} GiB"

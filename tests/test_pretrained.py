@@ -7,12 +7,7 @@ import pytest
 
 from algorithms.classification import pretrained
 from core.errors import UserInputError
-
-
-def _closed_port_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+from tests.conftest import refusing_address
 
 
 def test_weights_sources_are_told_apart(tmp_path):
@@ -32,7 +27,7 @@ def test_depths_without_an_imagenet_preset_are_refused_with_the_ones_that_have_o
 
 def test_cached_weights_need_no_network(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setenv(pretrained.PROBE_ADDRESS_VARIABLE, _closed_port_address())
+    monkeypatch.setenv(pretrained.PROBE_ADDRESS_VARIABLE, refusing_address())
     with pytest.raises(UserInputError, match="storage.googleapis.com cannot be reached"):
         pretrained.check_imagenet_available("efficientnet-b0")
     (tmp_path / "models").mkdir()

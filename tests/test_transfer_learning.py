@@ -3,7 +3,6 @@ task (which digit) is the "pretrained" backbone, saved in every supported format
 real task (odd or even) with the backbone frozen, unfrozen, or frozen then unfrozen."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from PIL import Image
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
 from algorithms.runtime.checkpoints import restore_matching
 from dataloaders import tfrecord_files
-from tests.conftest import FAST_FLAGS, run_entrypoint
+from tests.conftest import FAST_FLAGS, refusing_address, run_entrypoint
 
 
 @pytest.fixture(scope="module")
@@ -128,19 +127,12 @@ def test_two_phase_schedule_switches_at_the_stated_step_across_a_restart(parity,
     assert set(serve.structured_outputs) == {"classes", "probabilities", "key"}
 
 
-def _refusing_address() -> str:
-    """A local port nothing listens on: connecting to it is refused at once, online or not."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
-
-
 def test_imagenet_offline_fails_fast_with_what_to_do(parity, tmp_path):
     result = run_entrypoint([f"--training_data_path={parity['train']}", f"--validation_data_path={parity['validation']}",
                              f"--job-dir={tmp_path / 'job'}", "--num_classes=2", "--max_steps=5",
                              "--model_type=mobilenet-v2", "--pretrained_weights=imagenet"],
                             {"KERAS_HOME": str(tmp_path / "empty_keras_home"),
-                             "PRETRAINED_PROBE_ADDRESS": _refusing_address()}, timeout=60)
+                             "PRETRAINED_PROBE_ADDRESS": refusing_address()}, timeout=60)
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")][0]
     assert "storage.googleapis.com cannot be reached" in error and "make image PRETRAINED=mobilenet-v2" in error
