@@ -19,6 +19,10 @@ class OutOfSpaceError(UserInputError):
     """The job dir's disk or quota is full (message names the path and the bytes needed)."""
 
 
+class StorageError(UserInputError):
+    """Writing to the job dir kept failing after the storage client's retries (message names the object)."""
+
+
 def data_error_from_tf_message(message: str):
     """Extracts our own DataError text from a TensorFlow error raised inside a tf.data pipeline.
 
@@ -29,9 +33,12 @@ def data_error_from_tf_message(message: str):
     if start < 0:
         return None
     text = message[start + len(DATA_ERROR_MARKER):]
-    for terminator in ("]\n", "]\t", "]"):
-        end = text.find(terminator)
-        if end >= 0:
-            text = text[:end]
-            break
-    return DataError(text.strip())
+    # An assertion ends our text with "]" and a newline or tab; an exception raised in a py_function, with a
+    # newline. The earliest of them ends it (texts may hold brackets, never a newline).
+    ends = [end for end in (text.find(terminator) for terminator in ("]\n", "]\t", "\n")) if end >= 0]
+    if ends:
+        text = text[:min(ends)]
+    elif text.endswith("]"):
+        text = text[:-1]
+    # The assertion prints the message as a quoted string literal: undo its escaping of quotes.
+    return DataError(text.strip().replace("\\'", "'").replace('\\"', '"'))

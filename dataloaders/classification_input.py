@@ -1,8 +1,8 @@
 """tf.data input for image classification: globbed TFRecords of tf.Examples with 1-based labels.
 
-Structural problems (missing keys, a label outside 1..num_classes) stop the job with a message naming the
-file and record; undecodable image bytes are skipped and counted (`RecordCounters`) so the runtime can fail
-once they pass a threshold.
+Structural problems (missing keys, a label of the wrong type or outside 1..num_classes) stop the job with a
+message naming the file and record; undecodable image bytes are skipped, logged and counted
+(`record_pipeline.decode_counted`) so the runtime can fail once they pass a threshold.
 """
 
 import tensorflow as tf
@@ -10,6 +10,9 @@ import tensorflow as tf
 from core import feature_keys
 from dataloaders import image_ops, record_pipeline
 from dataloaders.record_pipeline import RecordCounters
+
+# What each feature must be; a record that differs is named with the feature and its actual type.
+EXPECTED_KINDS = {feature_keys.IMAGE: "bytes_list", feature_keys.CLASS_LABEL: "int64_list"}
 
 
 def _problem_text(path, index, encoded_count, label_values, num_classes):
@@ -49,30 +52,27 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
     else:
         dataset = record_pipeline.listed_files(*image_files, training=training, seed=seed, num_records=num_records,
                                                input_context=input_context)
-    preprocess_image = image_ops.preprocess_for_train if training else image_ops.preprocess_for_eval
-
-    def preprocess(encoded, size):
-        return preprocess_image(encoded, size, max_pixels)
-
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
 
-    def parse_and_decode(path, index, serialized):
-        features = tf.io.parse_single_example(
-            serialized, {feature_keys.IMAGE: tf.io.VarLenFeature(tf.string), feature_keys.CLASS_LABEL: tf.io.VarLenFeature(tf.int64)})
-        encoded = features[feature_keys.IMAGE].values
-        labels = features[feature_keys.CLASS_LABEL].values
-        problem = _problem_text(path, index, tf.size(encoded), labels, num_classes)
-        usable = tf.equal(problem, "")
-        image = tf.cond(usable, lambda: preprocess(encoded[0], image_size), lambda: blank)
-        label = tf.cond(usable, lambda: labels[0], lambda: tf.constant(1, tf.int64))
-        return (image, tf.cast(label - 1, tf.int32)), problem
+    def parse(serialized):
+        features = tf.io.parse_single_example(serialized, {feature_keys.IMAGE: tf.io.VarLenFeature(tf.string),
+                                                           feature_keys.CLASS_LABEL: tf.io.VarLenFeature(tf.int64)})
+        return {key: value.values for key, value in features.items()}
 
-    def read_and_decode(path, index, label):
-        # Labels come from the folder names, checked when listed; only the bytes can be bad here.
-        return (preprocess(tf.io.read_file(path), image_size), tf.cast(label - 1, tf.int32)), tf.constant("")
+    def problem_text(path, index, features):
+        return _problem_text(path, index, tf.size(features[feature_keys.IMAGE]), features[feature_keys.CLASS_LABEL],
+                             num_classes)
 
-    dataset = record_pipeline.decode_counted(dataset, parse_and_decode if image_files is None else read_and_decode,
-                                             counters, training)
+    def finish(image, features):
+        # Class-folder input: `features` is the 1-based label from the folder name, checked when listed.
+        label = features if image_files is not None else features[feature_keys.CLASS_LABEL][0]
+        view = image_ops.augment_for_train if training else image_ops.center_crop_and_resize
+        return view(image, image_size), tf.cast(label - 1, tf.int32)
+
+    dataset = record_pipeline.decode_counted(
+        dataset, parse=parse if image_files is None else None, problem_text=problem_text, finish=finish,
+        blank=lambda: (blank, tf.constant(0, tf.int32)), counters=counters, training=training,
+        max_pixels=max_pixels, expected_kinds=EXPECTED_KINDS)
     if training:
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:

@@ -4,7 +4,8 @@ image/object/is_crowd and image/object/area).
 
 Structural problems stop the job with a message naming file and record: box lists of different lengths,
 coordinates outside [0, 1] or with min > max, a label outside 1..num_classes. Images without boxes are
-valid (negatives). Undecodable image bytes are skipped and counted, as for classification.
+valid (negatives). A feature of the wrong type stops the job naming it; undecodable image bytes are
+skipped, logged and counted, as for classification.
 
 Training: random flip, scale jitter, random crop to image_size and padding to the model input (a multiple
 of 2^max_level), applied to image and boxes together; crowd boxes and boxes cropped away are dropped;
@@ -19,6 +20,11 @@ from dataloaders import detection_autoaugment, image_ops, record_pipeline
 
 # Normalized coordinates this far outside [0, 1] are clipped (rounding in converters); farther is an error.
 COORDINATE_TOLERANCE = 0.01
+
+# What each feature must be; a record that differs is named with the feature and its actual type.
+EXPECTED_KINDS = {feature_keys.IMAGE: "bytes_list", feature_keys.OBJECT_LABEL: "int64_list",
+                  feature_keys.OBJECT_IS_CROWD: "int64_list", feature_keys.OBJECT_AREA: "float_list",
+                  **{key: "float_list" for key in feature_keys.BOXES}}
 
 
 def _parse(serialized):
@@ -92,10 +98,9 @@ def _boxes_and_labels(features):
     return boxes, labels, crowd
 
 
-def _train_example(encoded, features, image_size, padded_size, augment, assign_targets, max_pixels):
-    """Decoded, jittered, cropped, padded image and its anchor targets."""
+def _train_example(image, features, image_size, padded_size, augment, assign_targets):
+    """The decoded image jittered, cropped and padded, and its anchor targets."""
     boxes, labels, crowd = _boxes_and_labels(features)
-    image = image_ops.decode_rgb(encoded, max_pixels)
     if augment.auto_augmentation:  # on the decoded image, before flip and jitter, as upstream
         image, boxes = detection_autoaugment.distort(image, boxes)
     if augment.random_flip:
@@ -123,11 +128,10 @@ def _train_example(encoded, features, image_size, padded_size, augment, assign_t
     return image, class_targets, box_targets
 
 
-def _eval_example(encoded, features, image_size, padded_size, max_pixels):
-    """The fitted, padded image; its ground truth (normalized boxes, 1-based labels, crowd flags, areas in
-    original pixels, or -1 to compute from the box), and its original and fitted sizes."""
+def _eval_example(image, features, image_size, padded_size):
+    """The decoded image fitted and padded; its ground truth (normalized boxes, 1-based labels, crowd flags,
+    areas in original pixels, or -1 to compute from the box), and its original and fitted sizes."""
     boxes, labels, crowd = _boxes_and_labels(features)
-    image = image_ops.decode_rgb(encoded, max_pixels)
     original_size = tf.cast(tf.shape(image)[:2], tf.float32)
     image, scaled_size = image_ops.resize_to_fit(image, image_size)
     area = features[feature_keys.OBJECT_AREA]
@@ -163,19 +167,16 @@ def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded
             return (tf.zeros([height, width, 3]), tf.ones([2]), tf.ones([2]), tf.zeros([1, 4]),
                     tf.zeros([1], tf.int32), tf.zeros([1], tf.int32), tf.zeros([1]))
 
-    def parse_and_decode(path, index, serialized):
-        features = _parse(serialized)
-        problem = _problem_text(path, index, features, num_classes)
-        usable = tf.equal(problem, "")
+    def finish(image, features):
         if training:
-            example = tf.cond(usable, lambda: _train_example(features[feature_keys.IMAGE][0], features, image_size,
-                                                             padded_size, augment, assign_targets, max_pixels), blank)
-        else:
-            example = tf.cond(usable, lambda: _eval_example(features[feature_keys.IMAGE][0], features, image_size,
-                                                            padded_size, max_pixels), blank)
-        return example, problem
+            return _train_example(image, features, image_size, padded_size, augment, assign_targets)
+        return _eval_example(image, features, image_size, padded_size)
 
-    dataset = record_pipeline.decode_counted(dataset, parse_and_decode, counters, training)
+    dataset = record_pipeline.decode_counted(
+        dataset, parse=_parse, problem_text=lambda path, index, features: _problem_text(path, index, features,
+                                                                                       num_classes),
+        finish=finish, blank=blank, counters=counters, training=training, max_pixels=max_pixels,
+        expected_kinds=EXPECTED_KINDS)
     if training:
         dataset = dataset.map(lambda image, classes, boxes: (image, (classes, boxes)))
         dataset = dataset.batch(batch_size, drop_remainder=True)

@@ -25,36 +25,41 @@ def _unsigned(header: tf.Tensor, start: int, length: int, little_endian: bool) -
     return tf.reduce_sum(values * weights)
 
 
+# The smallest header tf.image.extract_jpeg_shape reads (SOI, a 1x1 SOF0, SOS, EOI). It stands in for bytes
+# that are not a JPEG, so header_pixels needs no branch: the input pipelines run it inside a guarded decode,
+# where every branch (a function) costs time on every record.
+_STAND_IN_JPEG_HEADER = bytes.fromhex("ffd8ffc0000b080001000101011100ffda000801010000003f00ffd9")
+
+
 def header_pixels(encoded: tf.Tensor) -> tf.Tensor:
     """width x height read from the header of JPEG, PNG, GIF or BMP bytes, without decoding (int64; 0 when
-    the header is not one of these, so decoding decides)."""
+    the header is not one of these, so decoding decides). Fails like decoding on a corrupt JPEG header."""
     # The first 32 bytes, zero-padded for short files; only those are copied, never the whole image.
     header = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), tf.constant(b"\0" * 32)]), 0, 32)
     magic = tf.strings.substr(header, 0, 4)
-
-    def jpeg():
-        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
-        return shape[0] * shape[1]
-
-    return tf.case([
-        (tf.io.is_jpeg(encoded), jpeg),
-        (tf.equal(magic, b"\x89PNG"), lambda: _unsigned(header, 16, 4, False) * _unsigned(header, 20, 4, False)),
-        (tf.equal(magic, b"GIF8"), lambda: _unsigned(header, 6, 2, True) * _unsigned(header, 8, 2, True)),
-        # BMP heights are negative for top-down rows: the magnitude of the signed 32-bit value.
-        (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), lambda: _unsigned(header, 18, 4, True) * tf.abs(
-            (_unsigned(header, 22, 4, True) + 2 ** 31) % 2 ** 32 - 2 ** 31)),
-    ], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+    is_jpeg = tf.io.is_jpeg(encoded)
+    jpeg_shape = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, encoded, _STAND_IN_JPEG_HEADER)), tf.int64)
+    png = _unsigned(header, 16, 4, False) * _unsigned(header, 20, 4, False)
+    gif = _unsigned(header, 6, 2, True) * _unsigned(header, 8, 2, True)
+    # BMP heights are negative for top-down rows: the magnitude of the signed 32-bit value.
+    bmp = _unsigned(header, 18, 4, True) * tf.abs((_unsigned(header, 22, 4, True) + 2 ** 31) % 2 ** 32 - 2 ** 31)
+    zero = tf.constant(0, tf.int64)
+    return tf.where(is_jpeg, jpeg_shape[0] * jpeg_shape[1],
+                    tf.where(tf.equal(magic, b"\x89PNG"), png,
+                             tf.where(tf.equal(magic, b"GIF8"), gif,
+                                      tf.where(tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp, zero))))
 
 
-def decode_rgb(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
+def decode_rgb(encoded: tf.Tensor, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
     """JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3]; grayscale and RGBA become RGB. Images of more than
     `max_pixels` (from the header) fail before being decoded, as undecodable images do, instead of taking
-    the machine's memory."""
-    pixels = header_pixels(encoded)
-    within = tf.debugging.assert_less_equal(
-        pixels, tf.constant(max_pixels, tf.int64),
-        message=f"the image has more pixels than --max_image_pixels={max_pixels}")
-    with tf.control_dependencies([within]):
+    the machine's memory; None when the caller has checked that already."""
+    checks = []
+    if max_pixels is not None:
+        checks.append(tf.debugging.assert_less_equal(
+            header_pixels(encoded), tf.constant(max_pixels, tf.int64),
+            message=f"the image has more pixels than --max_image_pixels={max_pixels}"))
+    with tf.control_dependencies(checks):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -96,10 +101,9 @@ def preprocess_for_eval(encoded: tf.Tensor, image_size: int, max_pixels: int = D
     return center_crop_and_resize(decode_rgb(encoded, max_pixels), image_size)
 
 
-def preprocess_for_train(encoded: tf.Tensor, image_size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:
-    """Bytes -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255."""
-    image = random_crop_and_resize(decode_rgb(encoded, max_pixels), image_size)
-    return tf.image.random_flip_left_right(image)
+def augment_for_train(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decoded uint8 image -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255."""
+    return tf.image.random_flip_left_right(random_crop_and_resize(image, image_size))
 
 
 # --- detection: the whole image, aspect ratio kept, fitted into the model input and padded -----------------

@@ -65,6 +65,27 @@ def read_records(path: str, limit: int) -> list[bytes]:
     return records
 
 
+def damage_at(path: str, offset: int, size: int) -> str | None:
+    """What is wrong with the TFRecord framing of the record starting at byte `offset` of `path` (of `size`
+    bytes): 'cut' (the file ends inside it), 'corrupt' (a checksum does not match), or None when it reads
+    correctly. I/O errors propagate (tf.errors.OpError)."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        handle.seek(offset)
+        header = handle.read(12)
+        if len(header) < 12:
+            return "cut"
+        length, length_crc = struct.unpack("<QI", header)
+        if _masked_crc32c(header[:8]) != length_crc:
+            return "corrupt"
+        if offset + 16 + length > size:
+            return "cut"
+        data = handle.read(length)
+        footer = handle.read(4)
+    if len(data) < length or len(footer) < 4:
+        return "cut"
+    return "corrupt" if _masked_crc32c(data) != struct.unpack("<I", footer)[0] else None
+
+
 def first_example(files: list[str], flag_name: str, max_files: int = 10) -> tuple[str, tf.train.Example]:
     """The first record of the first non-empty file (looking at up to `max_files` files), parsed."""
     for path in files[:max_files]:

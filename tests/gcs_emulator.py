@@ -14,6 +14,7 @@ import os
 import socket
 import socketserver
 import ssl
+import struct
 import threading
 import urllib.parse
 
@@ -46,6 +47,57 @@ def _patch_empty_media_uploads():
 
     media_upload._accepts_empty_body = True
     emulator_objects._media_upload = media_upload
+
+
+def _patch_generation_preconditions():
+    """Real GCS refuses a write or delete whose ifGenerationMatch does not hold (0: the object must not exist)
+    with 412; the emulator ignores the parameter. The job lock depends on it, so add it."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server as emulator_server
+    from gcp_storage_emulator.exceptions import NotFound
+
+    if getattr(emulator_objects, "_checks_generations", False):
+        return
+
+    def holds(request, storage, bucket, name) -> bool:
+        wanted = request.query.get("ifGenerationMatch")
+        if not wanted or not name:
+            return True
+        try:
+            current = str(storage.get_file_obj(bucket, name).get("generation", "0"))
+        except NotFound:
+            current = "0"
+        return current == wanted[0]
+
+    def refuse(response):
+        response.status = HTTPStatus.PRECONDITION_FAILED
+        response.json({"error": {"code": 412, "message": "At least one of the pre-conditions you specified did "
+                                 "not hold.", "errors": [{"reason": "conditionNotMet"}]}})
+
+    def guarded(handler, name_of):
+        def checked(request, response, storage, *args, **kwargs):
+            if not holds(request, storage, request.params["bucket_name"], name_of(request)):
+                return refuse(response)
+            return handler(request, response, storage, *args, **kwargs)
+        return checked
+
+    def upload_name(request):
+        if "name" in request.query:
+            return request.query["name"][0]
+        data = request.data if isinstance(request.data, dict) else {}
+        return (data.get("meta") or {}).get("name") or data.get("name")
+
+    insert = guarded(emulator_objects.insert, upload_name)
+    delete = guarded(emulator_objects.delete, lambda request: request.params["object_id"])
+    for _, methods in emulator_server.HANDLERS:
+        for method, handler in list(methods.items()):
+            if handler is emulator_objects.insert:
+                methods[method] = insert
+            elif handler is emulator_objects.delete:
+                methods[method] = delete
+    emulator_objects.insert = insert
+    emulator_objects._checks_generations = True
 
 
 def _write_test_certificates(directory: str) -> tuple[str, str, str]:
@@ -85,6 +137,7 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     emulator_port = 0
     unreadable: set = set()  # object names whose content reads get GCS's 403 (listing and metadata still work)
+    faults: list = []  # injected faults, see FakeGcs.inject
 
     def log_message(self, *args):
         pass
@@ -115,9 +168,32 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
         return True
 
+    def _inject_fault(self) -> bool:
+        """Applies the first matching rule of `faults` (see FakeGcs.inject): a 503 or a connection reset."""
+        path = urllib.parse.unquote(self.path)
+        kind = "read" if self.command == "GET" and ("alt=media" in path or not path.startswith("/storage/v1/")) \
+            else "write" if self.command in ("POST", "PUT") else "other"
+        for rule in self.faults:
+            if rule["kind"] == kind and rule["object"] in path and (rule["times"] is None or rule["hits"] < rule["times"]):
+                rule["hits"] += 1
+                if rule["error"] == "reset":  # RST instead of a response, as a dropped connection gives
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return True
+                payload = json.dumps({"error": {"code": 503, "message": "Service Unavailable (injected)",
+                                                "errors": [{"reason": "backendError"}]}}).encode()
+                self.send_response(503, "Service Unavailable")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return True
+        return False
+
     def _forward(self):
         body = self._body()
-        if self._refuse_read():
+        if self._refuse_read() or self._inject_fault():
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "proxy-connection")}
         headers["Content-Length"] = str(len(body))
@@ -171,6 +247,7 @@ class FakeGcs:
 
     def __init__(self, workdir: str):
         _patch_empty_media_uploads()
+        _patch_generation_preconditions()
         self.emulator_port = _free_port()
         self.server = create_server("127.0.0.1", self.emulator_port, in_memory=True)
         self.server.start()
@@ -178,11 +255,20 @@ class FakeGcs:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_path, key_path)
         self.unreadable = set()  # object names ("data/x.tfrecord") this job's credentials may list but not read
+        self.faults = []
         handler = type("Forwarding", (_ForwardingHandler,), {"emulator_port": self.emulator_port,
-                                                             "unreadable": self.unreadable})
+                                                             "unreadable": self.unreadable, "faults": self.faults})
         self.proxy = _ConnectProxy(("127.0.0.1", 0), _make_connect_handler(context, handler))
         self.proxy_port = self.proxy.server_address[1]
         threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
+
+    def inject(self, kind: str, object_part: str, error: str = "503", times: int | None = 1) -> dict:
+        """From now on, the next `times` (None: every) `kind` ('read' of content, or 'write': an upload or a
+        copy) requests whose object path contains `object_part` fail with `error` ('503' or 'reset').
+        Returns the rule; its 'hits' counts the requests it failed."""
+        rule = {"kind": kind, "object": object_part, "error": error, "times": times, "hits": 0}
+        self.faults.append(rule)
+        return rule
 
     @property
     def env(self) -> dict:

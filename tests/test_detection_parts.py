@@ -197,6 +197,8 @@ GOOD_BOX = [[0.1, 0.1, 0.6, 0.5]]
     (lambda: _record([[0.1, 0.1, 0.5, 0.5], [0.6, 0.5, 0.2, 0.9]], [1, 2]), "box 1 [ymin, xmin, ymax, xmax] = [0.6000, 0.5000, 0.2000, 0.9000] has ymin > ymax"),
     (lambda: _record(GOOD_BOX, [4]), "box 0 has image/object/class/label=4, outside 1..3"),
     (lambda: _record(GOOD_BOX, [1], **{"image/object/bbox/xmin": [0.1, 0.2]}), "lists of lengths 1/1/2/1/1"),
+    (lambda: _record(GOOD_BOX, [1], **{"image/object/bbox/ymin": [0]}),
+     "stores 'image/object/bbox/ymin' as an int64_list; it must be a float_list"),
 ])
 def test_bad_detection_records_name_file_record_and_box(capsys, tmp_path, bad_record, expected):
     good = [_record(GOOD_BOX, [1]) for _ in range(6)]

@@ -3,6 +3,7 @@ step, a checkpoint state file deleted or garbled, checkpoints truncated and bit-
 finished, a diverging learning rate, a disk that fills up. Each run ends clean, and its rerun resumes."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,6 +94,31 @@ def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_there(digits
     assert f"resumed from {job_dir}/checkpoints/ckpt-{step} at step {step}" in rerun.stderr
     assert f"training classification from step {step} to 100" in rerun.stderr
     assert _exported_step(job_dir) in (50, 100) and np.isfinite(_served_probabilities(f"{job_dir}/model", digits)).all()
+
+
+def test_a_second_process_with_the_same_trial_fails_at_once_naming_the_first(digits, tmp_path):
+    """Two processes training trial 3 into one job dir would corrupt each other's checkpoints and model."""
+    job_dir = str(tmp_path / "job")
+    env = {**os.environ, "CLOUD_ML_TRIAL_ID": "3"}
+    first = subprocess.Popen([sys.executable, os.path.join(REPO, "entrypoint.py"),
+                              *_args(digits, job_dir, 100000, "--log_every_steps=2")], cwd=REPO, env=env,
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in first.stderr:
+            if " step 2/100000 " in line:
+                break
+        second = run_entrypoint(_args(digits, job_dir, 10), {"CLOUD_ML_TRIAL_ID": "3"})
+        expected = f"ERROR: trial 3 is already being trained into this job dir by process {first.pid} on host "
+        assert second.returncode == 2 and _error(second).startswith(expected), _error(second)
+        assert first.poll() is None, "the first process is not disturbed"
+        assert not os.path.exists(os.path.join(job_dir, "model", "trial_3")), "the refused process wrote nothing"
+    finally:
+        first.kill()  # kill -9: no chance to remove its lock
+        first.wait()
+    rerun = run_entrypoint(_args(digits, job_dir, 4, "--train_steps_per_eval=4"), {"CLOUD_ML_TRIAL_ID": "3"})
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"took over the job lock {job_dir}/checkpoints/trial_3/job.lock: process {first.pid} " in rerun.stderr
+    assert not os.path.exists(os.path.join(job_dir, "checkpoints", "trial_3", "job.lock")), "released at the end"
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbled"])
@@ -307,6 +333,8 @@ def test_a_12000_pixel_square_photo_is_skipped_before_it_is_decoded(digits, tmp_
         f"--validation_data_path={validation}", f"--job-dir={tmp_path / 'job'}", "--num_classes=10",
         "--max_steps=2", "--train_steps_per_eval=2", *FAST_FLAGS], timeout=300)
     assert code == 0, log[-3000:]
-    assert "skipped 1 of 150 validation records with undecodable images" in log
+    assert "skipped 1 of 150 validation records with undecodable or too large images" in log
+    assert re.search(rf"WARNING: skipped record \d+ of {re.escape(validation)}: its image has 144000000 pixels, "
+                     r"more than --max_image_pixels=64000000\n", log), "named by file and record, never decoded"
     assert "eval_images=149" in log
     assert peak_gib < 3.0, f"peak resident memory {peak_gib:.1f} GiB"

@@ -45,6 +45,7 @@ def test_train_export_resume_and_serve_on_gcs(gcs, tmp_path):
                      "jobs/one/checkpoints/ckpt-4.index", "jobs/one/checkpoints/checkpoint"):
         assert expected in blobs, blobs
     assert not [b for b in blobs if "/.model." in b], "no half-swapped model may remain"
+    assert "jobs/one/checkpoints/job.lock" not in blobs, "the job lock is released at the end"
 
     second = run_entrypoint(_args("jobs/one", 6), env)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -137,3 +138,107 @@ def test_converter_reads_and_writes_gs_through_beams_filesystems(gcs, tmp_path):
     labels = sorted(tf.train.Example.FromString(r.numpy()).features.feature["image/class/label"].int64_list.value[0]
                     for r in tf.data.TFRecordDataset(str(local)))
     assert labels == [1, 1, 2, 2]
+
+
+def test_one_process_per_trial_holds_the_gcs_job_lock(gcs, monkeypatch):
+    """The lock is a generation-matched create: a second holder is refused naming the first, a stale one
+    (no heartbeat) is taken over atomically, and release removes only our own lock."""
+    from algorithms.runtime import job_lock
+    from core.errors import UserInputError
+
+    gcs.client()  # points google-cloud-storage at the emulator
+    directory = f"gs://{BUCKET}/locks/checkpoints/trial_3"
+    first = job_lock.JobLock(directory, "3")
+    first.acquire()
+    assert f"locks/checkpoints/trial_3/{job_lock.LOCK_FILE}" in _blobs(gcs, "locks/")
+    with pytest.raises(UserInputError) as refused:
+        job_lock.JobLock(directory, "3").acquire()
+    assert str(refused.value).startswith(
+        f"trial 3 is already being trained into this job dir by process {os.getpid()} on host ")
+    assert f"delete {directory}/{job_lock.LOCK_FILE}" in str(refused.value)
+
+    monkeypatch.setattr(job_lock, "STALE_SECONDS", -1)  # as if the first holder died long ago on another VM
+    monkeypatch.setattr(job_lock, "_process_exists", lambda pid: True)
+    second = job_lock.JobLock(directory, "3")
+    second.acquire()
+    first.release()  # the old holder coming back must not remove the new holder's lock
+    assert f"locks/checkpoints/trial_3/{job_lock.LOCK_FILE}" in _blobs(gcs, "locks/")
+    second.release()
+    assert _blobs(gcs, "locks/") == []
+
+
+def _retrying_env(gcs, retries):
+    # TensorFlow's GCS client retries with exponential backoff from this first delay (1 s by default).
+    return {**gcs.env, "GCS_RETRY_CONFIG_MAX_RETRIES": str(retries), "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "100000"}
+
+
+def test_transient_gcs_faults_on_reads_writes_and_the_export_copy_are_retried(gcs):
+    rules = [gcs.inject("read", "data/train-", "503", 2), gcs.inject("read", "data/train-", "reset", 1),
+             gcs.inject("write", "flaky/checkpoints/ckpt-2", "503", 2),
+             gcs.inject("write", "flaky/model/saved_model.pb", "503", 1),
+             gcs.inject("write", "flaky/model/saved_model.pb", "reset", 1)]
+    try:
+        result = run_entrypoint(_args("flaky", 2), _retrying_env(gcs, 4))
+    finally:
+        gcs.faults.clear()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [rule["hits"] for rule in rules] == [2, 1, 2, 1, 1], "every injected fault was met, and retried"
+    blobs = _blobs(gcs, "flaky/")
+    assert "flaky/model/saved_model.pb" in blobs and "flaky/checkpoints/ckpt-2.index" in blobs, blobs
+    assert not [b for b in blobs if "/.model." in b or b.endswith("job.lock")], blobs
+
+
+def test_a_persistent_gcs_fault_on_the_export_ends_in_one_line_and_the_rerun_exports(gcs):
+    rule = gcs.inject("write", "down/model/saved_model.pb", "503", times=None)
+    try:
+        failed = run_entrypoint(_args("down", 2), _retrying_env(gcs, 2))
+    finally:
+        gcs.faults.clear()
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert failed.returncode == 2 and len(errors) == 1, failed.stderr[-3000:]
+    assert errors[0].startswith(f"ERROR: could not write the exported model of step 2 under gs://{BUCKET}/down/model, "
+                                "even after retrying: "), errors[0]
+    assert "503" in errors[0] and "rerun the same command to resume" in errors[0], errors[0]
+    assert 3 <= rule["hits"] <= 12, f"retried, within bounds: {rule['hits']} tries"
+    blobs = _blobs(gcs, "down/")
+    assert "down/model/saved_model.pb" not in blobs and not [b for b in blobs if "/.model." in b], \
+        "no half model: the target never got its saved_model.pb, and the unfinished copy is gone"
+    assert "down/checkpoints/ckpt-2.index" in blobs, "the best model's checkpoint came first"
+
+    rerun = run_entrypoint(_args("down", 2), gcs.env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "down/model/saved_model.pb" in _blobs(gcs, "down/"), "exported from the checkpoint on resume"
+
+
+def test_a_validation_file_that_keeps_failing_mid_pass_is_named_not_called_corrupt(gcs, tmp_path):
+    """The file lists and stats fine, then every content read answers 503: the evaluation stops naming it,
+    instead of passing a storage outage off as a corrupt file."""
+    script = ("import sys\n"
+              "from dataloaders import classification_input\n"
+              "from dataloaders.record_pipeline import RecordCounters\n"
+              "from core.errors import data_error_from_tf_message\n"
+              "import tensorflow as tf\n"
+              f"files = ['gs://{BUCKET}/data/validation-00000-of-00001']\n"
+              "dataset = classification_input.build_dataset(files, training=False, image_size=16, batch_size=4, "
+              "num_classes=10, counters=RecordCounters('eval'))\n"
+              "print('built', flush=True)\n"
+              "sys.stdin.readline()\n"  # the faults start now
+              "try:\n"
+              "    list(dataset)\n"
+              "except tf.errors.OpError as error:\n"
+              "    print('ERROR:', data_error_from_tf_message(error.message))\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **_retrying_env(gcs, 1)},
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert process.stdout.readline().strip() == "built"
+        gcs.inject("read", "data/validation-00000-of-00001", "503", times=None)
+        process.stdin.write("\n")
+        process.stdin.flush()
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        gcs.faults.clear()
+        process.kill()
+    expected = f"ERROR: cannot read gs://{BUCKET}/data/validation-00000-of-00001 (at its first record): "
+    assert stdout.startswith(expected), stdout + stderr[-3000:]
+    assert "503" in stdout, stdout

@@ -25,20 +25,32 @@ from algorithms.runtime.checkpoints import (
     restore_newest_usable,
 )
 from algorithms.runtime.config import JobConfig
-from algorithms.runtime.job_layout import JobLayout, is_chief
+from algorithms.runtime.job_layout import JobLayout, is_chief, trial_id
+from algorithms.runtime.job_lock import JobLock
 from algorithms.runtime.optimizers import build_optimizer
 from algorithms.runtime.preemption import CHUNK_SECONDS, Preempted, StopSignals
 from algorithms.runtime.report import TrainingReport
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from algorithms.runtime.strategy import choose_strategy
 from algorithms.runtime.task import Task
-from core.errors import DataError, DivergedError, OutOfSpaceError, UserInputError, data_error_from_tf_message
+from core.errors import (
+    DataError,
+    DivergedError,
+    OutOfSpaceError,
+    StorageError,
+    UserInputError,
+    data_error_from_tf_message,
+)
 from core.variables import trackable_variables
+from dataloaders.record_pipeline import SKIPS_LOGGED_EACH
 from export.atomic import export_saved_model, exported_step, recover_interrupted_swap, remove_unfinished_export
 
 MAX_CHECKPOINTS_KEPT = 3
 # Undecodable images are only judged once this many training records have been read.
 MIN_RECORDS_FOR_SKIP_CHECK = 200
+# What a storage backend raises once its own retries are spent (a bucket answering 503, dropped connections).
+_STORAGE_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                   tf.errors.InternalError, tf.errors.UnknownError, tf.errors.PermissionDeniedError)
 
 
 @dataclasses.dataclass
@@ -66,8 +78,9 @@ def data_errors_as_user_errors():
 
 
 class Trainer:
-    def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy, layout: JobLayout):
-        self.task, self.config, self.strategy, self.layout = task, config, strategy, layout
+    def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy, layout: JobLayout,
+                 lock: JobLock | None = None):
+        self.task, self.config, self.strategy, self.layout, self.lock = task, config, strategy, layout, lock
         self.chief = is_chief()
         self.policy = precision.policy_for(config.mixed_precision, strategy)
         logging.info("precision: %s", self.policy)
@@ -213,10 +226,12 @@ class Trainer:
         if skipped <= 0 or (split == "train" and attempted < MIN_RECORDS_FOR_SKIP_CHECK):
             return
         if skipped > limit * attempted:
-            raise DataError(f"{skipped} of {attempted} {split} records had undecodable image bytes, more than "
-                            f"--max_bad_image_fraction={limit}; re-encode or remove them (the log names each error)")
+            raise DataError(f"{skipped} of {attempted} {split} records were skipped (undecodable images, images "
+                            f"above --max_image_pixels, or the unreadable rest of a cut TFRecord file), more than "
+                            f"--max_bad_image_fraction={limit}; fix or remove them (the lines 'WARNING: skipped ...' "
+                            f"above name the first {SKIPS_LOGGED_EACH} with file and record)")
         if split == "eval":
-            logging.warning("skipped %d of %d validation records with undecodable images (within "
+            logging.warning("skipped %d of %d validation records with undecodable or too large images (within "
                             "--max_bad_image_fraction=%g); the metrics cover the rest", skipped, attempted, limit)
 
     def _check_finite(self, metrics: dict) -> None:
@@ -248,32 +263,41 @@ class Trainer:
         self._serving_model.set_weights(weights)
         labels = {"job_id": _job_id(), "global_step": self.step}
         target = self.layout.model_dir
-        with self._out_of_space_as_error(target, "the exported model", remove_unfinished_export):
+        with self._write_failure_as_error(target, "the exported model", remove_unfinished_export):
             export_saved_model(self.task.serving_module(self._serving_model), target, labels,
                                self.task.extra_export_files())
         logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
                      self.step, target)
 
     def _save_checkpoint(self) -> str:
-        with self._out_of_space_as_error(self.layout.checkpoint_dir, "the checkpoint", remove_stale_temporaries):
+        with self._write_failure_as_error(self.layout.checkpoint_dir, "the checkpoint", remove_stale_temporaries):
             return self.manager.save(checkpoint_number=self.step)
 
     @contextlib.contextmanager
-    def _out_of_space_as_error(self, path: str, what: str, clean_up):
-        """A full disk or quota while writing `what` under `path`: temporaries removed, one line naming the path
-        and the bytes needed; the previous model and checkpoints are untouched."""
+    def _write_failure_as_error(self, path: str, what: str, clean_up):
+        """Writing `what` under `path` failed: a full disk or quota, or storage that kept failing after the
+        client's own retries (gs:// 503s, dropped connections). Temporaries are removed and one line names the
+        path (and the bytes needed, or the object that failed); the previous model and checkpoints are untouched
+        and the rerun resumes from them."""
         try:
             yield
         except (tf.errors.OpError, OSError) as error:
             text = (getattr(error, "message", None) or str(error)).strip()
-            if not (isinstance(error, tf.errors.ResourceExhaustedError) or "No space left" in text
-                    or "quota" in text.lower() or getattr(error, "errno", None) == errno.ENOSPC):
+            out_of_space = (isinstance(error, tf.errors.ResourceExhaustedError) or "No space left" in text
+                            or "quota" in text.lower() or getattr(error, "errno", None) == errno.ENOSPC)
+            if not out_of_space and not isinstance(error, _STORAGE_ERRORS):
                 raise
             if self.chief:
                 try:
                     clean_up(path)
                 except (tf.errors.OpError, OSError) as cleanup_error:
                     logging.warning("could not remove the unfinished files under %s: %s", path, cleanup_error)
+            if not out_of_space:
+                raise StorageError(
+                    f"could not write {what} of step {self.step} under {path}, even after retrying: "
+                    f"{text.splitlines()[0][:300]}. The model in {self.layout.model_dir} and the earlier checkpoints "
+                    "are intact; rerun the same command to resume (GCS_RETRY_CONFIG_MAX_RETRIES sets how often "
+                    "TensorFlow retries)") from None
             variables = self.model.variables + (self.optimizer.variables if what == "the checkpoint" else [])
             needed = sum(v.numpy().nbytes for v in variables)
             raise OutOfSpaceError(
@@ -410,7 +434,8 @@ class Trainer:
                     break
         attempted, skipped = self.task.skipped_record_counts()["train"]
         if skipped:
-            logging.warning("skipped about %d of %d training records with undecodable images", skipped, attempted)
+            logging.warning("skipped %d of %d training records (undecodable, too large, or in the unread rest of a cut "
+                            "file)", skipped, attempted)
         return metrics, losses
 
     def _log_training(self, step: int, loss: float, steps_per_second: float, average_steps_per_second: float) -> None:
@@ -429,6 +454,9 @@ class Trainer:
     def _stop_if_signalled(self, stop: StopSignals) -> None:
         """On SIGTERM/SIGINT (on any worker: they agree first, as every one must save): saves a checkpoint of
         this step, unless the evaluation just did, and raises Preempted."""
+        if self.lock is not None and self.lock.lost:
+            raise UserInputError(f"another process took over the job lock {self.lock.path} (this one looked dead "
+                                 "to it); this process stops without writing anything more")
         received = stop.received is not None
         if getattr(self.strategy.extended, "_num_workers", 1) > 1:
             flag = self.strategy.run(lambda: tf.constant(int(received)))
@@ -455,6 +483,12 @@ def train(task: Task, config: JobConfig) -> RunSummary:
     strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
     layout = JobLayout.create(config.job_dir)
-    if is_chief():
-        layout.check_writable()  # before anything writes
-    return Trainer(task, config, strategy, layout).run()
+    if not is_chief():
+        return Trainer(task, config, strategy, layout).run()
+    layout.check_writable()  # before anything writes
+    lock = JobLock(layout.checkpoint_dir, trial_id())
+    lock.acquire()  # before a checkpoint is read: a second process with the same trial stops here
+    try:
+        return Trainer(task, config, strategy, layout, lock).run()
+    finally:
+        lock.release()
