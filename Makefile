@@ -46,7 +46,7 @@ demo-detection: venv
 		--learning_rate_decay_type=cosine --aug_scale_min=0.8 --aug_scale_max=1.2
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: venv
 	$(PY) bench/input_pipeline_bench.py

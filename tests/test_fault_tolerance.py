@@ -2,6 +2,7 @@
 step, a checkpoint state file deleted or garbled, checkpoints truncated and bit-flipped, an export that never
 finished, a diverging learning rate, a disk that fills up. Each run ends clean, and its rerun resumes."""
 
+import json
 import os
 import re
 import shutil
@@ -119,6 +120,38 @@ def test_a_second_process_with_the_same_trial_fails_at_once_naming_the_first(dig
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"took over the job lock {job_dir}/checkpoints/trial_3/job.lock: process {first.pid} " in rerun.stderr
     assert not os.path.exists(os.path.join(job_dir, "checkpoints", "trial_3", "job.lock")), "released at the end"
+
+
+def test_a_job_lock_from_another_host_is_watched_refused_while_it_beats_and_taken_over_when_it_stops(
+        tmp_path, monkeypatch):
+    """A lost VM cannot remove its lock: the rerun on a new VM watches it, and takes over only when no
+    heartbeat arrives; a live holder elsewhere is refused as soon as its next heartbeat lands."""
+    from algorithms.runtime import job_lock
+    from core.errors import UserInputError
+
+    monkeypatch.setattr(job_lock, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(job_lock, "STALE_SECONDS", 1.5)
+    monkeypatch.setattr(job_lock, "WATCH_POLL_SECONDS", 0.05)
+    holder = job_lock.JobLock(str(tmp_path), None)
+    holder._owner["host"] = "worker-elsewhere"
+    holder.acquire()
+    started = time.monotonic()
+    with pytest.raises(UserInputError) as refused:
+        job_lock.JobLock(str(tmp_path), None).acquire()
+    assert time.monotonic() - started < 1.0, "refused at the holder's next heartbeat, not after the stale time"
+    assert "this job is already being trained into this job dir by process" in str(refused.value)
+    assert "on host worker-elsewhere" in str(refused.value)
+
+    holder._stop.set()  # the holder's VM is gone: no more heartbeats, no release
+    holder._thread.join()
+    started = time.monotonic()
+    rerun = job_lock.JobLock(str(tmp_path), None)
+    rerun.acquire()
+    assert 1.0 < time.monotonic() - started < 5.0, "taken over once no heartbeat came for STALE_SECONDS"
+    with open(tmp_path / job_lock.LOCK_FILE) as handle:
+        assert json.load(handle)["token"] == rerun._owner["token"]
+    rerun.release()
+    assert not os.path.exists(tmp_path / job_lock.LOCK_FILE)
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbled"])

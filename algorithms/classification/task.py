@@ -200,7 +200,6 @@ class ClassificationTask(Task):
             input_context=input_context, max_pixels=self.config.max_image_pixels)
 
     def eval_dataset(self, input_context):
-        self.eval_counters.reset()  # built once per evaluation pass: each pass counts from zero
         return classification_input.build_dataset(
             self.eval_files, image_files=self.eval_images, training=False, image_size=self.params.image_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),

@@ -91,7 +91,6 @@ class DetectionTask(Task):
             max_pixels=self.config.max_image_pixels)
 
     def eval_dataset(self, input_context):
-        self.eval_counters.reset()
         return detection_input.build_dataset(
             self.eval_files, training=False, image_size=self.params.image_size, padded_size=self.params.padded_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.eval_batch_size),

@@ -37,7 +37,7 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("image_size", None, "Input size: N for classification (default: the model's native size); \"H,W\" for detection (default 640,640).", flag_values=fv)
     flags.DEFINE_float("weight_decay", 0.0001, "L2 coefficient on the weights: loss = task loss + weight_decay * L2.", flag_values=fv)
     flags.DEFINE_string("pretrained_checkpoint_path", None, "Checkpoint (prefix, dir, job dir or exported model; local or gs://) to warm-start from.", flag_values=fv)
-    flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable images are skipped; fail when more than this fraction is.", flag_values=fv)
+    flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable or too large images, and the unreadable rest of a cut TFRecord file, are skipped; fail when more than this fraction of the records is.", flag_values=fv)
     flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Images with more pixels (width x height, read from the header) are skipped as undecodable instead of being decoded; the exported model refuses them too.", flag_values=fv)
     flags.DEFINE_string("distribution_strategy", "auto", "auto (TPU, multi-worker, multi-GPU or default, from the environment), default, mirrored, multi_worker_mirrored or tpu.", flag_values=fv)
     flags.DEFINE_string("mixed_precision", "auto", "auto (float16 on tensor-core GPUs, bfloat16 on TPUs, off on CPUs), true, false, float16 or bfloat16.", flag_values=fv)

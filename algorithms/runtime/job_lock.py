@@ -6,9 +6,11 @@ creates `<checkpoint dir>/job.lock` exclusively (O_EXCL locally; a generation-ma
 GCS makes atomic), keeps it fresh with a heartbeat, and deletes it at the end. A second process fails at once
 with a line naming the first.
 
-A lock is stale, and taken over, when its heartbeat is older than STALE_SECONDS (the holder was killed with
-no chance to clean up: kill -9, a lost VM), or at once when it names a process on this host that no longer
-exists. The heartbeat runs in a thread, so a long evaluation does not make a live job look stale.
+A holder killed with no chance to clean up (kill -9, a lost VM whose job the platform restarts elsewhere)
+must not block the rerun, so a lock is taken over at once when it names a process on this host that no longer
+exists, and otherwise when no heartbeat arrives for STALE_SECONDS: a process that finds a fresher lock
+watches it until then, and fails as soon as a heartbeat shows the holder alive (within HEARTBEAT_SECONDS).
+The heartbeat runs in a thread, so a long evaluation does not make a live job look stale.
 """
 
 import json
@@ -24,8 +26,9 @@ from core.errors import UserInputError
 from core.paths import join
 
 LOCK_FILE = "job.lock"
-HEARTBEAT_SECONDS = 60
-STALE_SECONDS = 300
+HEARTBEAT_SECONDS = 30
+STALE_SECONDS = 90  # three missed heartbeats
+WATCH_POLL_SECONDS = 5
 
 
 class _LocalFile:
@@ -121,14 +124,28 @@ def _describe(owner: dict) -> str:
     return f"process {owner.get('pid', '?')} on host {owner.get('host', '?')}, started {started}"
 
 
-def _process_exists(pid: int) -> bool:
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_exists(pid: int, started: str | None = None) -> bool:
+    """Whether the process that wrote a lock still runs: its pid exists and, where known, started when it did
+    (a restarted container reuses pids, pid 1 above all)."""
+    if pid == os.getpid():
+        return False  # an earlier process of this host had our pid: it is gone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    current = _process_start(pid)
+    return started is None or current is None or current == started
 
 
 class JobLock:
@@ -139,7 +156,7 @@ class JobLock:
         self.trial = trial
         self._file = _GcsObject(self.path) if self.path.startswith("gs://") else _LocalFile(self.path)
         self._owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-                       "token": uuid.uuid4().hex}
+                       "process_start": _process_start(os.getpid()), "token": uuid.uuid4().hex}
         self._version = None
         self._stop = threading.Event()
         self._thread = None
@@ -148,13 +165,22 @@ class JobLock:
     def _text(self) -> str:
         return json.dumps({**self._owner, "heartbeat": time.time()})
 
-    def _stale_reason(self, owner: dict, age: float) -> str | None:
-        if owner.get("host") == self._owner["host"] and isinstance(owner.get("pid"), int) \
-                and not _process_exists(owner["pid"]):
-            return f"{_describe(owner)} no longer exists"
-        if age > STALE_SECONDS:
-            return f"{_describe(owner)} has not written its heartbeat for {age:.0f} s"
-        return None
+    def _stale_reason(self, owner: dict, age: float, version) -> str | None:
+        """Why the lock's holder is gone, or None when it is alive (then this raises nothing, the caller does)."""
+        if owner.get("host") == self._owner["host"] and isinstance(owner.get("pid"), int):
+            alive = _process_exists(owner["pid"], owner.get("process_start"))
+            return None if alive else f"{_describe(owner)} no longer exists"
+        # Another host: alive if a heartbeat arrives before the lock is STALE_SECONDS old.
+        if age <= STALE_SECONDS:
+            logging.info("job lock %s is held by %s (heartbeat %.0f s ago): watching it for up to %.0f s",
+                         self.path, _describe(owner), age, STALE_SECONDS - age)
+        deadline = time.monotonic() + max(0.0, STALE_SECONDS - age)
+        while time.monotonic() < deadline:
+            time.sleep(min(WATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            current = self._file.read()
+            if current is None or current[2] != version:
+                return None  # a heartbeat (or a release): someone is alive and active, do not take over
+        return f"{_describe(owner)} has not written its heartbeat for over {STALE_SECONDS} s"
 
     def acquire(self) -> None:
         what = f"trial {self.trial}" if self.trial else "this job"
@@ -169,12 +195,16 @@ class JobLock:
                 owner = json.loads(text)
             except json.JSONDecodeError:
                 owner = {}
-            reason = self._stale_reason(owner, age) if owner else "the lock file is unreadable"
+            reason = self._stale_reason(owner, age, version) if owner else "the lock file is unreadable"
             if reason is None:
+                current = self._file.read()
+                if current is None:
+                    continue  # released while we watched: take it
+                age = current[1]
                 raise UserInputError(
                     f"{what} is already being trained into this job dir by {_describe(owner)} (lock {self.path}, "
-                    f"heartbeat {age:.0f} s ago); wait for it to finish or stop it. If that process is gone, the "
-                    f"lock expires {STALE_SECONDS} s after its last heartbeat, or delete {self.path}")
+                    f"heartbeat {age:.0f} s ago); wait for it to finish or stop it. If that process is gone, "
+                    f"its lock is taken over {STALE_SECONDS} s after its last heartbeat, or delete {self.path}")
             if self._file.replace(self._text(), version):
                 logging.warning("took over the job lock %s: %s", self.path, reason)
                 break

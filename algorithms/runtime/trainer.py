@@ -82,6 +82,7 @@ class Trainer:
                  lock: JobLock | None = None):
         self.task, self.config, self.strategy, self.layout, self.lock = task, config, strategy, layout, lock
         self.chief = is_chief()
+        self._eval_data = None
         self.policy = precision.policy_for(config.mixed_precision, strategy)
         logging.info("precision: %s", self.policy)
         with self.strategy.scope(), precision.global_policy(self.policy):
@@ -206,7 +207,11 @@ class Trainer:
 
     def evaluate(self) -> dict:
         # Every input pipeline (worker) evaluates the whole set, so all of them run the same number of batches.
-        dataset = self.strategy.distribute_datasets_from_function(self.task.eval_dataset)
+        # Built once: each pass is a new iterator over it (building it again would trace its functions again).
+        if self._eval_data is None:
+            self._eval_data = self.strategy.distribute_datasets_from_function(self.task.eval_dataset)
+        dataset = self._eval_data
+        self.task.eval_counters.reset()  # each pass counts its skipped records from zero
         evaluator = self.task.evaluator
         evaluator.reset()
         with data_errors_as_user_errors():
