@@ -75,11 +75,18 @@ class _GcsObject:
     """The same operations on a gs:// object, made atomic by GCS generation preconditions."""
 
     def __init__(self, path: str):
+        from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
         bucket, _, name = path[len("gs://"):].partition("/")
         self.path = path
-        self.blob = storage.Client().bucket(bucket).blob(name)
+        try:
+            client = storage.Client()
+        except DefaultCredentialsError as error:
+            raise UserInputError(f"cannot lock {path}: no Google Cloud credentials were found ({error}); run "
+                                 "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS, as "
+                                 "for any gs:// job dir") from None
+        self.blob = client.bucket(bucket).blob(name)
 
     def create(self, text: str) -> bool:
         from google.api_core import exceptions
