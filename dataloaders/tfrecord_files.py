@@ -33,6 +33,29 @@ def _masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def _next_record(handle, offset: int | None = None, size: int | None = None) -> tuple[bytes | None, str | None]:
+    """(record, None) for the next record of an open TFRecord file; (None, None) at its end; (None, 'cut') when
+    the file ends inside the record, (None, 'corrupt') when a checksum does not match. With `size`, a length
+    that runs past the end is 'cut' before its data is read."""
+    header = handle.read(12)
+    if not header:
+        return None, None
+    if len(header) < 12:
+        return None, "cut"
+    length, length_crc = struct.unpack("<QI", header)
+    if _masked_crc32c(header[:8]) != length_crc:
+        return None, "corrupt"
+    if size is not None and offset + 16 + length > size:
+        return None, "cut"
+    data = handle.read(length)
+    footer = handle.read(4)
+    if len(data) < length or len(footer) < 4:
+        return None, "cut"
+    if _masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+        return None, "corrupt"
+    return data, None
+
+
 def read_records(path: str, limit: int) -> list[bytes]:
     """Reads up to `limit` serialized records of one file, turning I/O errors into clear messages.
 
@@ -40,26 +63,18 @@ def read_records(path: str, limit: int) -> list[bytes]:
     that run before the job's distribution strategy exists must not start TensorFlow's runtime, or
     MultiWorkerMirroredStrategy can no longer be created.
     """
-    not_a_tfrecord = UserInputError(
-        f"{path} is not a readable TFRecord file (corrupted or another format); convert images with "
-        "`python -m data.jpeg_to_tf_record` or write tf.Examples with tf.io.TFRecordWriter")
     records = []
     try:
         with tf.io.gfile.GFile(path, "rb") as handle:
             while len(records) < limit:
-                header = handle.read(12)
-                if not header:
+                record, damage = _next_record(handle)
+                if damage:
+                    raise UserInputError(
+                        f"{path} is not a readable TFRecord file (corrupted or another format); convert images with "
+                        "`python -m data.jpeg_to_tf_record` or write tf.Examples with tf.io.TFRecordWriter")
+                if record is None:
                     break
-                if len(header) < 12:
-                    raise not_a_tfrecord
-                length, length_crc = struct.unpack("<QI", header)
-                if _masked_crc32c(header[:8]) != length_crc:
-                    raise not_a_tfrecord
-                data = handle.read(length)
-                footer = handle.read(4)
-                if len(data) < length or len(footer) < 4 or _masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-                    raise not_a_tfrecord
-                records.append(data)
+                records.append(record)
     except tf.errors.OpError as error:
         raise UserInputError(f"cannot read {path}: {describe_io_error(path, error)}") from None
     return records
@@ -71,19 +86,8 @@ def damage_at(path: str, offset: int, size: int) -> str | None:
     correctly. I/O errors propagate (tf.errors.OpError)."""
     with tf.io.gfile.GFile(path, "rb") as handle:
         handle.seek(offset)
-        header = handle.read(12)
-        if len(header) < 12:
-            return "cut"
-        length, length_crc = struct.unpack("<QI", header)
-        if _masked_crc32c(header[:8]) != length_crc:
-            return "corrupt"
-        if offset + 16 + length > size:
-            return "cut"
-        data = handle.read(length)
-        footer = handle.read(4)
-    if len(data) < length or len(footer) < 4:
-        return "cut"
-    return "corrupt" if _masked_crc32c(data) != struct.unpack("<I", footer)[0] else None
+        record, damage = _next_record(handle, offset, size)
+    return None if record is not None else damage or "cut"  # no record at all where one was due: cut
 
 
 def first_example(files: list[str], flag_name: str, max_files: int = 10) -> tuple[str, tf.train.Example]:

@@ -154,25 +154,28 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _refuse_read(self) -> bool:
-        path = urllib.parse.unquote(self.path)
-        reads_content = self.command == "GET" and ("alt=media" in path or not path.startswith("/storage/v1/"))
-        if not reads_content or not any(f"/{name}" in path for name in self.unreadable):
-            return False
-        payload = json.dumps({"error": {"code": 403, "message": "Caller does not have storage.objects.get access",
-                                        "errors": [{"reason": "forbidden"}]}}).encode()
-        self.send_response(403, "Forbidden")
+    def _reads_content(self, path: str) -> bool:
+        return self.command == "GET" and ("alt=media" in path or not path.startswith("/storage/v1/"))
+
+    def _send_error(self, code: int, phrase: str, message: str, reason: str) -> None:
+        payload = json.dumps({"error": {"code": code, "message": message, "errors": [{"reason": reason}]}}).encode()
+        self.send_response(code, phrase)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _refuse_read(self) -> bool:
+        path = urllib.parse.unquote(self.path)
+        if not self._reads_content(path) or not any(f"/{name}" in path for name in self.unreadable):
+            return False
+        self._send_error(403, "Forbidden", "Caller does not have storage.objects.get access", "forbidden")
         return True
 
     def _inject_fault(self) -> bool:
         """Applies the first matching rule of `faults` (see FakeGcs.inject): a 503 or a connection reset."""
         path = urllib.parse.unquote(self.path)
-        kind = "read" if self.command == "GET" and ("alt=media" in path or not path.startswith("/storage/v1/")) \
-            else "write" if self.command in ("POST", "PUT") else "other"
+        kind = "read" if self._reads_content(path) else "write" if self.command in ("POST", "PUT") else "other"
         for rule in self.faults:
             if rule["kind"] == kind and rule["object"] in path and (rule["times"] is None or rule["hits"] < rule["times"]):
                 rule["hits"] += 1
@@ -180,14 +183,8 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
-                    return True
-                payload = json.dumps({"error": {"code": 503, "message": "Service Unavailable (injected)",
-                                                "errors": [{"reason": "backendError"}]}}).encode()
-                self.send_response(503, "Service Unavailable")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                else:
+                    self._send_error(503, "Service Unavailable", "Service Unavailable (injected)", "backendError")
                 return True
         return False
 
