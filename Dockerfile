@@ -25,8 +25,10 @@ COPY client/ client/
 COPY algorithms/ algorithms/
 
 # Non-root: AI Platform, Vertex AI and local Docker all run it this way; hypertune writes under /tmp.
+# RUN_AS=0:0 runs it as root, for SageMaker accounts whose /opt/ml mounts only root may write.
+ARG RUN_AS=1000:1000
 RUN useradd --create-home --uid 1000 --user-group trainer
-USER 1000:1000
+USER ${RUN_AS}
 
 # Optional ImageNet backbones baked in (as the trainer user's Keras / KerasHub caches) for jobs that run in
 # network isolation: make image PRETRAINED=efficientnet-b0,resnet-50. Empty: nothing is downloaded.

@@ -5,8 +5,10 @@ accurate model as a SavedModel: the command line of Google's AI Platform built-i
     python entrypoint.py --training_data_path=... --validation_data_path=... --job-dir=... \
         --num_classes=5 --max_steps=1000 [--model_type=resnet-18 ...]
     python entrypoint.py predict --model_dir=JOB_DIR/model --input=IMAGE|DIR|GLOB [--output_images=DIR]
+    IMAGE train        (SageMaker: hyperparameters, channels and outputs under /opt/ml, or $SAGEMAKER_BASE_DIR)
 """
 
+import json
 import os
 import sys
 
@@ -38,17 +40,42 @@ def main(argv: list[str]) -> int:
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_only_our_info_lines)
+    failure_file, output_layout = None, None
+
+    def fail(line: str) -> None:
+        print(line, file=sys.stderr)
+        if failure_file:
+            from algorithms.runtime import sagemaker
+
+            sagemaker.write_failure(failure_file, line)
+
     try:
-        config = registry.parse_job_config(argv)
+        if argv and argv[0] == "train":  # SageMaker's invocation: the job is described by files
+            from algorithms.runtime import sagemaker
+
+            failure_file = f"{sagemaker.base_dir()}/output/failure"
+            if os.path.exists(failure_file):  # left by a stopped run of this job (a spot restart)
+                os.remove(failure_file)
+            job = sagemaker.read_job(set(registry.new_flag_values()))
+            argv, output_layout = [*job.argv, *argv[1:]], job.layout
+            if job.tf_config and not os.environ.get("TF_CONFIG"):
+                os.environ["TF_CONFIG"] = json.dumps(job.tf_config)
+            logging.info("SageMaker job: %s", " ".join(argv))
+        config = registry.parse_job_config(argv, output_layout=output_layout)
         summary = registry.run_job(config)
     except UserInputError as error:
         logging.error("%s", error)
-        print(f"ERROR: {error}", file=sys.stderr)
+        fail(f"ERROR: {error}")
         return 2
     except Preempted as stopped:
         logging.warning("%s", stopped)
-        print(f"STOPPED: {stopped}", file=sys.stderr)
+        fail(f"STOPPED: {stopped}")
         return stopped.exit_code
+    except Exception as error:
+        if failure_file:  # the trace goes to the log; SageMaker's FailureReason gets its last line
+            last_line = (str(error).strip().splitlines() or [""])[-1]
+            fail(f"INTERNAL ERROR: {type(error).__name__}: {last_line}")
+        raise
     logging.info("done at step %d: best %s=%.4f at step %d; model: %s", summary.final_step,
                  summary.metric_name, summary.best_metric, summary.best_step, summary.model_dir)
     print(f"best {summary.metric_name}={summary.best_metric:.4f} at step {summary.best_step}; "

@@ -1,15 +1,19 @@
 """Flags -> config -> which algorithm: parsing of the whole command line and the routing.
 
-A job is detection when --task says so, when any detection-only flag is given (a built-in detection command
-line), or when the first training record carries boxes (image/object/class/label); otherwise classification.
+A job is detection when --task says so, or when the training data holds detection records (the first
+record carries image/object/class/label); class folders and image/class/label records are classification.
+Only when the data cannot be looked at do detection-only flags decide. A detection-only flag on
+classification data is an error, never a silent switch of model.
 """
 
 import dataclasses
+import math
 
 from absl import flags, logging
 
 from algorithms.classification import flags as classification_flags
 from algorithms.detection import flags as detection_flags
+from algorithms.runtime import flag_aliases
 from algorithms.runtime import flags as shared_flags
 from algorithms.runtime.config import JobConfig, TrainingDefaults
 from core import feature_keys
@@ -49,14 +53,16 @@ TASK_SPECS = {
 def new_flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     shared_flags.define_shared_flags(fv)
+    flag_aliases.define_flags(fv)
     for spec in TASK_SPECS.values():
         spec.define_flags(fv)
     return fv
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
-    """`--job-dir` (gcloud's spelling) is the same flag as `--job_dir`."""
-    return ["--job_dir" + arg[len("--job-dir"):] if arg.startswith("--job-dir") else arg for arg in argv]
+    """`--job-dir` (gcloud's spelling) is the same flag as `--job_dir`; quotes around a value are not part of it."""
+    argv = ["--job_dir" + arg[len("--job-dir"):] if arg.startswith("--job-dir") else arg for arg in argv]
+    return flag_aliases.strip_quotes(argv)
 
 
 def _flag_names(args: list[str]) -> set[str]:
@@ -65,27 +71,94 @@ def _flag_names(args: list[str]) -> set[str]:
 
 def choose_task(explicit: str | None, given_flags: set[str],
                 training_data_path: str | None) -> tuple:
-    """(task, why, the training data when it had to be looked at): --task, else detection-only flags, else the
-    training data (class folders, or the first record's keys)."""
-    if explicit:
-        return explicit, "--task", None
+    """(task, why, the training data when it was looked at): --task, else the training data (class folders, or
+    the first record's keys), else detection-only flags. A detection-only flag given for classification data
+    is refused."""
     detection_flags = sorted(given_flags & DETECTION_ONLY_FLAGS)
-    if detection_flags:
-        return "detection", f"detection-only flag --{detection_flags[0]}", None
-    if training_data_path:
+    if explicit:
+        task, why, data = explicit, "--task", None
+    elif training_data_path:
         from dataloaders.sources import inspect_training_data  # TensorFlow: only when the data must be read
 
         data = inspect_training_data(training_data_path)
         if data.class_folders:
-            return "classification", f"class folders in {training_data_path}", data
-        if feature_keys.OBJECT_LABEL in data.first_record_keys:
-            return "detection", f"{feature_keys.OBJECT_LABEL} in the first record of {data.first_record_path}", data
-        return "classification", f"{feature_keys.CLASS_LABEL} in the first record of {data.first_record_path}", data
-    return "classification", "default", None
+            task, why = "classification", f"class folders in {training_data_path}"
+        elif feature_keys.OBJECT_LABEL in data.first_record_keys:
+            task, why = "detection", f"{feature_keys.OBJECT_LABEL} in the first record of {data.first_record_path}"
+        elif feature_keys.CLASS_LABEL in data.first_record_keys or not detection_flags:
+            task, why = "classification", f"{feature_keys.CLASS_LABEL} in the first record of {data.first_record_path}"
+        else:  # neither kind of label: the flags say what was meant, the task's check names what is missing
+            task, why = "detection", f"detection-only flag --{detection_flags[0]}"
+    elif detection_flags:
+        task, why, data = "detection", f"detection-only flag --{detection_flags[0]}", None
+    else:
+        task, why, data = "classification", "default", None
+    if task == "classification" and detection_flags:
+        raise UserInputError(f"--{detection_flags[0]} is a flag of object detection, but this job is image "
+                             f"classification ({why}); remove it, or train on detection records "
+                             "(image/object/bbox/..., image/object/class/label)")
+    return task, why, data
 
 
-def parse_job_config(argv: list[str]) -> JobConfig:
-    """argv (without the program name) -> JobConfig; raises UserInputError for any bad value."""
+def _classifier_from_resnet_depth(fv: flags.FlagValues, given: set[str]) -> None:
+    """--resnet_depth on classification data (resnet_main's command line) asks for a ResNet classifier."""
+    from algorithms.classification.model import MODEL_TYPES
+
+    wanted = f"resnet-{fv.resnet_depth}"
+    if wanted not in MODEL_TYPES:
+        depths = ", ".join(m.split("-")[1] for m in MODEL_TYPES if m.startswith("resnet-"))
+        raise UserInputError(f"--resnet_depth={fv.resnet_depth}: the ResNet classifiers have depths {depths}")
+    if "model_type" in given and fv.model_type.strip().lower() != wanted:
+        raise UserInputError(f"--resnet_depth={fv.resnet_depth} asks for a {wanted} classifier but "
+                             f"--model_type={fv.model_type}; give one of them")
+    fv.model_type = wanted
+
+
+def _count_training_images(fv: flags.FlagValues, data) -> int:
+    """Images in one epoch: the class folders' training share, else the records of the training files."""
+    from data import image_sources
+    from dataloaders import tfrecord_files
+
+    if data.class_folders:
+        split = 0.0 if fv.validation_data_path else fv.validation_split_ratio
+        listed = image_sources.read_class_folders(data.path, split, fv.seed or 0)
+        return sum(item.split == "train" for item in listed)
+    return tfrecord_files.count_all_records(list(data.files), "training_data_path")
+
+
+def _resolve_sizes(fv: flags.FlagValues, given: set[str], data) -> None:
+    """--num_classes from class folders when not given; --max_steps from --epochs."""
+    if fv.num_classes is None and data is not None and data.class_folders:
+        from data import image_sources
+
+        names = image_sources.derive_labels(image_sources.read_class_folders(data.path, 0.0, 0))
+        fv.num_classes = len(names)
+        logging.info("--num_classes=%d: the class folders of %s (%s)", len(names), data.path, ", ".join(names))
+    if fv.epochs is None:
+        return
+    if "max_steps" in given:
+        raise UserInputError(f"--epochs={fv.epochs} and --max_steps={fv.max_steps} both set the training length; "
+                             "give one of them")
+    if not fv.epochs > 0:
+        raise UserInputError(f"--epochs={fv.epochs} must be > 0")
+    if fv.train_batch_size < 1:
+        raise UserInputError(f"--train_batch_size={fv.train_batch_size} must be at least 1")
+    if fv.num_train_images is not None:
+        images, source = fv.num_train_images, "--num_train_images"
+    elif data is not None:
+        images, source = _count_training_images(fv, data), f"counted in {data.path}"
+    else:
+        raise UserInputError("--epochs needs the training data to count its images: give --training_data_path")
+    if images < 1:
+        raise UserInputError(f"--epochs: {source} gives {images} training images")
+    fv.max_steps = math.ceil(fv.epochs * images / fv.train_batch_size)
+    logging.info("--epochs=%g: %d training images (%s) / batch %d -> --max_steps=%d", fv.epochs, images, source,
+                 fv.train_batch_size, fv.max_steps)
+
+
+def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
+    """argv (without the program name) -> JobConfig; raises UserInputError for any bad value. `output_layout`
+    (a JobLayout) replaces the directories --job_dir would give, for platforms that fix them (SageMaker)."""
     argv = normalize_argv(list(argv))
     fv = new_flag_values()
     try:
@@ -94,12 +167,21 @@ def parse_job_config(argv: list[str]) -> JobConfig:
         raise UserInputError(str(error)) from None
     if leftover:
         logging.warning("ignoring arguments this trainer does not know: %s", " ".join(leftover))
+    given = flag_aliases.apply(fv, _flag_names(argv))
     shared_flags.check_finite_numbers(fv)
-    task, why, training_data = choose_task(fv.task, _flag_names(argv), fv.training_data_path)
+    task, why, training_data = choose_task(fv.task, given, fv.training_data_path)
     logging.info("task: %s (chosen by %s)", task, why)
+    if task == "classification" and "resnet_depth" in given:
+        _classifier_from_resnet_depth(fv, given)
+    if training_data is None and fv.training_data_path and (fv.epochs is not None or fv.num_classes is None):
+        from dataloaders.sources import inspect_training_data
+
+        training_data = inspect_training_data(fv.training_data_path)
+    _resolve_sizes(fv, given, training_data)
     spec = TASK_SPECS[task]
     config = shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover, spec.defaults)
-    return dataclasses.replace(config, training_data=training_data)
+    return dataclasses.replace(config, training_data=training_data, export_dir=fv.export_dir or None,
+                               output_layout=output_layout)
 
 
 def run_job(config: JobConfig):

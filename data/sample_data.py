@@ -61,9 +61,11 @@ def write_classification_shards(path_prefix: str, images, labels, num_shards: in
 
 
 def build_digits(output_dir: str, image_size: int = 32, validation_fraction: float = 0.2, seed: int = 0,
-                 num_shards: int = 2) -> dict:
-    """Writes train-* and validation-* shards plus labels.txt; returns paths and sizes."""
+                 num_shards: int = 2, num_classes: int = 10) -> dict:
+    """Writes train-* and validation-* shards plus labels.txt (the digits 0..num_classes-1); returns paths and
+    sizes."""
     images, labels = digit_images(image_size)
+    images, labels = images[labels < num_classes], labels[labels < num_classes]
     order = np.random.default_rng(seed).permutation(len(labels))
     num_validation = int(len(labels) * validation_fraction)
     validation, train = order[:num_validation], order[num_validation:]
@@ -71,9 +73,9 @@ def build_digits(output_dir: str, image_size: int = 32, validation_fraction: flo
     write_classification_shards(os.path.join(output_dir, "train"), images[train], labels[train], num_shards)
     write_classification_shards(os.path.join(output_dir, "validation"), images[validation], labels[validation], 1)
     with open(os.path.join(output_dir, "labels.txt"), "w") as handle:
-        handle.write("\n".join(DIGIT_LABELS) + "\n")
+        handle.write("\n".join(DIGIT_LABELS[:num_classes]) + "\n")
     return {"train": os.path.join(output_dir, "train-*"), "validation": os.path.join(output_dir, "validation-*"),
-            "num_train": len(train), "num_validation": len(validation), "num_classes": 10}
+            "num_train": len(train), "num_validation": len(validation), "num_classes": num_classes}
 
 
 def _backgrounds() -> list[np.ndarray]:

@@ -60,6 +60,18 @@ def _move_into_place(incoming: str, target: str) -> None:
     tf.io.gfile.rmtree(incoming)
 
 
+def publish_copy(model_dir: str, parent: str, name: str) -> str:
+    """Copies the exported model to `<parent>/<name>` (resnet_main's `<export_dir>/<timestamp>`, which deploy
+    scripts pick as the newest folder), complete or not at all."""
+    target = f"{parent.rstrip('/')}/{name}"
+    incoming = _sibling(target, "incoming")
+    if tf.io.gfile.exists(incoming):
+        tf.io.gfile.rmtree(incoming)
+    _copy_tree_marker_last(model_dir.rstrip("/"), incoming)
+    _move_into_place(incoming, target)
+    return target
+
+
 def recover_interrupted_swap(target: str) -> None:
     incoming, previous = _sibling(target, "incoming"), _sibling(target, "previous")
     if not _is_complete(target):

@@ -26,7 +26,8 @@ def test_image_installs_the_one_requirements_file_and_runs_as_non_root():
     instructions = _dockerfile_instructions()
     runs = " ".join(args for op, args in instructions if op == "RUN")
     assert "pip install --no-cache-dir -r requirements.txt" in runs
-    assert [args for op, args in instructions if op == "USER"] == ["1000:1000"]
+    assert [args for op, args in instructions if op == "USER"] == ["${RUN_AS}"]
+    assert ["ARG", "RUN_AS=1000:1000"] in instructions, "non-root unless the build asks for root (SageMaker)"
     assert [args for op, args in instructions if op == "ENTRYPOINT"] == ['["python", "/app/entrypoint.py"]']
 
 

@@ -4,6 +4,7 @@ through the real command line (FPN and NAS-FPN), scored with pycocotools, export
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ TRAIN_STEPS = 300
 
 def _train(digit_detection, job_dir, metrics_file, *extra):
     args = [f"--training_data_path={digit_detection['train']}", f"--validation_data_path={digit_detection['validation']}",
-            f"--job-dir={job_dir}", "--num_classes=3", *DETECTION_FLAGS, *extra]
+            f"--job-dir={job_dir}", f"--num_classes={digit_detection['num_classes']}", *DETECTION_FLAGS, *extra]
     result = run_entrypoint(args, {"CLOUD_ML_HP_METRIC_FILE": metrics_file}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(metrics_file) as handle:
@@ -190,21 +191,33 @@ def test_report_has_the_precision_recall_curve_and_drawn_predictions(trained_det
     assert figure.std() > 10, "the predictions grid is not blank"
 
 
-def test_nasfpn_loss_falls_resumes_and_exports(digit_detection, tmp_path):
-    """NAS-FPN through the same command line: its loss falls over 40 steps (too few to measure AP), it resumes
-    after a restart and exports the signature."""
+def test_nasfpn_on_one_category_loss_falls_resumes_exports_and_reports_ap(tmp_path):
+    """NAS-FPN on a one-category set (--num_classes=1, "find the one kind of thing") through the same command
+    line: its loss falls over 40 steps (too few for a meaningful AP), it resumes after a restart, reports AP at
+    each evaluation and exports the signature, whose detections are all of class 1."""
+    from data.sample_data import build_digit_detection
+
+    data = build_digit_detection(str(tmp_path / "one"), image_size=128, num_train=96, num_validation=16,
+                                 num_classes=1)
     job = tmp_path / "nasfpn"
-    common = ["--fpn_type=nasfpn", "--nasfpn_num_repeats=2", "--train_steps_per_eval=20", "--log_every_steps=10",
-              "--num_eval_images=16"]
-    first = _train(digit_detection, job, str(tmp_path / "m1"), *common, "--max_steps=20")
-    second = _train(digit_detection, job, str(tmp_path / "m2"), *common, "--max_steps=40")
+    common = ["--fpn_type=nasfpn", "--nasfpn_num_repeats=2", "--train_steps_per_eval=20", "--log_every_steps=10"]
+    first = _train(data, job, str(tmp_path / "m1"), *common, "--max_steps=20")
+    second = _train(data, job, str(tmp_path / "m2"), *common, "--max_steps=40")
     assert "resumed from" in second["log"] and "at step 20" in second["log"]
     losses = [float(line.split("loss=")[1].split()[0]) for line in first["log"].splitlines() + second["log"].splitlines()
               if " loss=" in line and "step " in line]
     assert losses[-1] < losses[0], losses
-    serve = _signature(first["model_dir"])
+    reports = first["reports"] + second["reports"]
+    assert [int(r["global_step"]) for r in reports] == [20, 40] and all(0 <= float(r["AP"]) <= 1 for r in reports)
+    logged = re.findall(r"eval at step \d+: AP=([0-9.]+)", first["log"] + second["log"])  # README's SageMaker regex
+    assert [float(r["AP"]) for r in reports] == [pytest.approx(float(value), abs=1e-4) for value in logged]
+    model = tf.saved_model.load(first["model_dir"])
+    assert model.signatures["class_names"]()["class_names"].numpy().tolist() == [b"0"]
+    serve = model.signatures["serving_default"]
     assert set(serve.structured_outputs) == {"detection_boxes", "detection_classes", "detection_scores",
                                              "num_detections", "key"}
-    image = _validation_scenes(digit_detection, 1)[0][0]
+    image = _validation_scenes(data, 1)[0][0]
     outputs = serve(encoded_image=tf.constant([_encode(image, "PNG")]), key=tf.constant([b"k"]))
+    classes = outputs["detection_classes"].numpy()[0, :int(outputs["num_detections"].numpy()[0])]
+    assert set(classes.tolist()) <= {1.0}
     assert outputs["detection_boxes"].shape == (1, 100, 4)

@@ -268,23 +268,22 @@ def test_non_finite_flag_values_are_refused_before_anything_runs(digits, tmp_pat
     assert not os.path.exists(tmp_path / "job")
 
 
-def test_divergence_keeps_the_last_finite_state_and_a_lower_rate_resumes(digits, tmp_path):
-    job_dir = str(tmp_path / "job")
-    good = run_entrypoint(_args(digits, job_dir, 20, "--train_steps_per_eval=20"))
-    assert good.returncode == 0, good.stderr[-3000:]
-    diverging = run_entrypoint(_args(digits, job_dir, 40, "--train_steps_per_eval=20", "--log_every_steps=5",
+def test_divergence_keeps_the_last_finite_state_and_a_lower_rate_resumes(finished_job, digits, tmp_path):
+    job_dir = _copy(finished_job, tmp_path)  # at step 40, checkpoints 20, 30, 40
+    exported = _exported_step(job_dir)
+    diverging = run_entrypoint(_args(digits, job_dir, 60, "--train_steps_per_eval=10", "--log_every_steps=5",
                                      "--initial_learning_rate=1e12", "--warmup_steps=0"))
     assert diverging.returncode == 2, diverging.stderr[-3000:]
     message = _error(diverging)
     assert "training diverged. Nothing of this step was exported or checkpointed; the rerun resumes from " \
-           f"{job_dir}/checkpoints/ckpt-20" in message
+           f"{job_dir}/checkpoints/ckpt-40" in message
     assert "--initial_learning_rate (now 1e+12; try 2.5e+11)" in message
-    assert _checkpoint_steps(job_dir) == [20] and _exported_step(job_dir) == 20
+    assert _checkpoint_steps(job_dir) == [20, 30, 40] and _exported_step(job_dir) == exported
     assert np.isfinite(_served_probabilities(f"{job_dir}/model", digits)).all()
-    lower = run_entrypoint(_args(digits, job_dir, 40, "--train_steps_per_eval=20"))
+    lower = run_entrypoint(_args(digits, job_dir, 50, "--train_steps_per_eval=10"))
     assert lower.returncode == 0, lower.stderr[-3000:]
-    assert f"resumed from {job_dir}/checkpoints/ckpt-20 at step 20" in lower.stderr
-    assert _checkpoint_steps(job_dir) == [20, 40]
+    assert f"resumed from {job_dir}/checkpoints/ckpt-40 at step 40" in lower.stderr
+    assert _checkpoint_steps(job_dir) == [30, 40, 50]
 
 
 @pytest.fixture()

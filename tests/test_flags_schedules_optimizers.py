@@ -40,7 +40,10 @@ def test_job_dir_spellings_and_unknown_arguments(digits, caplog):
 
 
 def test_routing_decisions(digits):
-    assert registry.choose_task("classification", {"fpn_type"}, None)[0] == "classification"
+    assert registry.choose_task("classification", {"num_classes"}, None)[0] == "classification"
+    with pytest.raises(UserInputError, match="--fpn_type is a flag of object detection, but this job is image "
+                                             r"classification \(--task\)"):
+        registry.choose_task("classification", {"fpn_type"}, None)
     assert registry.choose_task(None, {"fpn_type", "num_classes"}, None)[0] == "detection"
     assert registry.choose_task(None, {"num_classes"}, digits["train"])[0] == "classification"
 
@@ -53,7 +56,8 @@ def test_help_documents_every_flag(capsys):
                  "warmup_steps", "initial_learning_rate", "stepwise_learning_rate_steps",
                  "stepwise_learning_rate_levels", "optimizer_type", "optimizer_arguments", "image_size",
                  "model_type", "label_smoothing", "weight_decay", "pretrained_checkpoint_path", "eval_batch_size",
-                 "decay_steps", "task"):
+                 "decay_steps", "task", "epochs", "data_dir", "model_dir", "train_steps", "num_label_classes",
+                 "export_dir"):
         assert f"--{flag}" in text
 
 

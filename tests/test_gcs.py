@@ -36,12 +36,18 @@ def _args(job, max_steps, *extra):
             "--train_steps_per_eval=2", *FAST_FLAGS, *extra]
 
 
-def test_train_export_resume_and_serve_on_gcs(gcs, tmp_path):
-    env = {**gcs.env, "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "metrics")}
+@pytest.fixture(scope="module")
+def gcs_job(gcs, tmp_path_factory):
+    """A 4-step job with every output on gs://: the resume test continues it, the warm-start test starts from it."""
+    env = {**gcs.env, "CLOUD_ML_HP_METRIC_FILE": str(tmp_path_factory.mktemp("hypertune") / "metrics")}
     first = run_entrypoint(_args("jobs/one", 4), env)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "2 training file(s)" in first.stderr  # the glob found both gs:// shards
-    blobs = _blobs(gcs, "jobs/one/")
+    return {"env": env, "log": first.stderr, "blobs": _blobs(gcs, "jobs/one/")}
+
+
+def test_train_export_resume_and_serve_on_gcs(gcs, gcs_job):
+    env, blobs = gcs_job["env"], gcs_job["blobs"]
+    assert "2 training file(s)" in gcs_job["log"]  # the glob found both gs:// shards
     for expected in ("jobs/one/model/saved_model.pb", "jobs/one/model/deployment_config.yaml",
                      "jobs/one/checkpoints/ckpt-4.index", "jobs/one/checkpoints/checkpoint"):
         assert expected in blobs, blobs
@@ -66,12 +72,15 @@ def test_train_export_resume_and_serve_on_gcs(gcs, tmp_path):
     assert "served (1, 10) gs-key" in served.stdout, served.stderr[-2000:]
 
 
-def test_warm_start_from_a_gcs_job_dir(gcs, tmp_path):
-    first = run_entrypoint(_args("jobs/source", 2), gcs.env)
-    assert first.returncode == 0, first.stderr[-3000:]
-    warm = run_entrypoint(_args("jobs/warm", 1, f"--pretrained_checkpoint_path=gs://{BUCKET}/jobs/source"), gcs.env)
+def test_warm_start_from_a_gcs_checkpoint_with_epochs_counted_on_gcs(gcs, gcs_job, digits):
+    # The warm job's length in epochs: its training records are counted from their framing on gs://.
+    warm_args = [arg for arg in _args("jobs/warm", 1) if not arg.startswith("--max_steps")]
+    source = f"gs://{BUCKET}/jobs/one/checkpoints/ckpt-4"  # kept whether or not the resume test ran first
+    warm = run_entrypoint([*warm_args, "--epochs=0.01", f"--pretrained_checkpoint_path={source}"], gcs.env)
     assert warm.returncode == 0, warm.stderr[-3000:]
-    assert f"backbone and head restored from gs://{BUCKET}/jobs/source/checkpoints/ckpt-2" in warm.stderr
+    assert f"--epochs=0.01: {digits['num_train']} training images (counted in gs://{BUCKET}/data/train-*) / batch " \
+           "32 -> --max_steps=1" in warm.stderr
+    assert f"backbone and head restored from {source}" in warm.stderr
 
 
 def test_missing_bucket_is_a_clear_error(gcs):

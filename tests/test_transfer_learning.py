@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
 from algorithms.runtime.checkpoints import restore_matching
@@ -158,31 +157,3 @@ def test_transfer_backbones_build_without_downloads(model_type):
     model = ImageClassifier(model_type, 64, 3)
     logits = model(tf.random.uniform([2, 64, 64, 3], 0, 255), training=False)
     assert logits.shape == (2, 3) and np.isfinite(logits.numpy()).all()
-
-
-def test_a_class_folder_tree_trains_end_to_end(tmp_path):
-    """SageMaker's layout straight into the trainer: real photos, a seeded split, labels from folder names."""
-    from tests.test_converters import PHOTOS, _photo
-
-    root = tmp_path / "flowers"
-    for class_name, names in PHOTOS.items():
-        os.makedirs(root / class_name)
-        for i in range(12):
-            crop = _photo(names[i % len(names)], (64 + 4 * (i % 5), 80))[i % 8:, i % 10:]
-            extension = ("jpg", "png", "jpeg")[i % 3]  # grayscale and RGB photos, JPEG and PNG
-            Image.fromarray(crop).save(root / class_name / f"{class_name}_{i}.{extension}")
-    (root / "cat" / "notes.txt").write_text("not an image: ignored")
-    job = tmp_path / "job"
-    result = run_entrypoint([f"--training_data_path={root}", f"--job-dir={job}", "--num_classes=2", "--max_steps=6",
-                             "--train_steps_per_eval=6", "--validation_split_ratio=0.25", "--model_type=resnet-18",
-                             "--image_size=32", "--train_batch_size=4"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"task: classification (chosen by class folders in {root})" in result.stderr
-    assert "class folders: " in result.stderr and "of 2 classes (cat, object)" in result.stderr
-    with open(job / "model" / "labels.txt") as handle:
-        assert handle.read().split() == ["cat", "object"]
-    assert tf.saved_model.load(str(job / "model")).signatures["class_names"]()["class_names"].numpy().tolist() == [
-        b"cat", b"object"]
-    wrong = run_entrypoint([f"--training_data_path={root}", f"--job-dir={tmp_path / 'wrong'}", "--num_classes=3",
-                            "--max_steps=1"])
-    assert wrong.returncode == 2 and "has 2 class folders (cat, object) but --num_classes=3" in wrong.stderr

@@ -61,6 +61,11 @@ class ClassificationTask(Task):
     # --- checks before anything is written -------------------------------------------------------------
     def preflight(self) -> None:
         p = self.params
+        if self.config.num_classes < 2:
+            raise UserInputError(
+                f"--num_classes={self.config.num_classes}: a classifier needs at least 2 classes (of "
+                f"{self.config.training_data_path}); to find one kind of object in images, train object detection "
+                "on records with boxes, where --num_classes=1 works")
         if p.model_type not in MODEL_TYPES:
             raise UserInputError(f"--model_type={p.model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}")
         if not 0.0 <= p.label_smoothing < 1.0:

@@ -21,16 +21,18 @@ TRAINING_DEFAULTS = TrainingDefaults(
     warmup_learning_rate_fraction=0.0067 / 0.08, stepwise_step_fractions=(15000 / 22500, 20000 / 22500),
     stepwise_level_factors=(0.1, 0.01), gradient_clip_norm=10.0)
 
-# Flags only the object-detection algorithm has; any of them routes a job to detection (algorithms/registry.py).
+# Flags only the object-detection algorithm has: they route a job to detection when the data cannot say, and
+# are refused on classification data (algorithms/registry.py). --resnet_depth is not one of them: on
+# classification data it picks a ResNet classifier, as the TPU ResNet trainer's command line does.
 DETECTION_ONLY_FLAGS = frozenset({
-    "resnet_depth", "fpn_type", "fpn_min_level", "fpn_max_level", "anchor_size", "bbox_aspect_ratios",
+    "fpn_type", "fpn_min_level", "fpn_max_level", "anchor_size", "bbox_aspect_ratios",
     "max_num_bboxes_in_training", "max_num_bboxes_in_prediction", "nms_iou_threshold", "nms_score_threshold",
     "focal_loss_alpha", "focal_loss_gamma", "detection_loss_weight", "aug_rand_hflip", "aug_scale_min",
     "aug_scale_max", "auto_augmentation", "anchor_num_scales", "nasfpn_num_repeats"})
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_integer("resnet_depth", 50, f"Detection backbone depth: {', '.join(map(str, RESNET_DEPTHS))}.", flag_values=fv)
+    flags.DEFINE_integer("resnet_depth", 50, f"ResNet depth: of the detection backbone ({', '.join(map(str, RESNET_DEPTHS))}); on classification data, a ResNet classifier of that depth (same as --model_type=resnet-N).", flag_values=fv)
     flags.DEFINE_string("fpn_type", "fpn", f"Multi-level feature network: {', '.join(FPN_TYPES)}.", flag_values=fv)
     flags.DEFINE_integer("fpn_min_level", 3, "Finest pyramid level (stride 2^level) of the anchors and heads.", flag_values=fv)
     flags.DEFINE_integer("fpn_max_level", 7, "Coarsest pyramid level; images are padded to a multiple of 2^level.", flag_values=fv)

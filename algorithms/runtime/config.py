@@ -71,3 +71,7 @@ class JobConfig:
     # What --training_data_path held when routing had to look (dataloaders.sources.TrainingData), so the
     # task's checks do not read it again; None when flags alone chose the task.
     training_data: Any = None
+    # The best model is also copied to <export_dir>/<unix time>/ at the end (resnet_main's --export_dir).
+    export_dir: str | None = None
+    # Directories fixed by the platform (SageMaker's /opt/ml), a JobLayout; None: from job_dir / AIP_*.
+    output_layout: Any = None

@@ -18,8 +18,9 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("training_data_path", None, "TFRecord file or glob of the training data (local or gs://). Required.", flag_values=fv)
     flags.DEFINE_string("validation_data_path", None, "TFRecord file or glob of the validation data (local or gs://). Required.", flag_values=fv)
     flags.DEFINE_string("job_dir", None, "Output root: model/, checkpoints/ (also --job-dir; Vertex AI: AIP_MODEL_DIR).", flag_values=fv)
-    flags.DEFINE_integer("num_classes", None, "Number of classes; labels in the data are 1..num_classes. Required.", flag_values=fv)
-    flags.DEFINE_integer("max_steps", None, "Total training steps. Required.", flag_values=fv)
+    flags.DEFINE_integer("num_classes", None, "Number of classes; labels in the data are 1..num_classes. Required, except for class folders (counted). Detection: 1 or more; classification: 2 or more.", flag_values=fv)
+    flags.DEFINE_integer("max_steps", None, "Total training steps. Required unless --epochs is given.", flag_values=fv)
+    flags.DEFINE_float("epochs", None, "Training length in passes over the training images instead of --max_steps: max_steps = ceil(epochs x images / train_batch_size); images from --num_train_images, else counted.", flag_values=fv)
     flags.DEFINE_integer("train_batch_size", 32, "Images per training step (global, across all replicas).", flag_values=fv)
     flags.DEFINE_integer("eval_batch_size", None, "Images per evaluation batch; default: train_batch_size.", flag_values=fv)
     flags.DEFINE_integer("num_eval_images", 0, "Validation images per evaluation; 0 = all of them.", flag_values=fv)
@@ -72,9 +73,11 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
                     defaults: TrainingDefaults = TrainingDefaults()) -> JobConfig:
     """Validates the shared flags and builds the JobConfig."""
     num_classes = _require(fv, "num_classes", "5")
-    max_steps = _require(fv, "max_steps", "10000")
-    if num_classes < 2:
-        raise UserInputError(f"--num_classes={num_classes} must be at least 2")
+    if fv.max_steps is None:
+        raise UserInputError("--max_steps (or --epochs) is required, e.g. --max_steps=10000")
+    max_steps = fv.max_steps
+    if num_classes < 1:
+        raise UserInputError(f"--num_classes={num_classes} must be at least 1")
     if max_steps < 1:
         raise UserInputError(f"--max_steps={max_steps} must be at least 1")
     for name in ("train_batch_size", "train_steps_per_eval", "log_every_steps"):

@@ -43,7 +43,13 @@ from core.errors import (
 )
 from core.variables import trackable_variables
 from dataloaders.record_pipeline import SKIPS_LOGGED_EACH
-from export.atomic import export_saved_model, exported_step, recover_interrupted_swap, remove_unfinished_export
+from export.atomic import (
+    export_saved_model,
+    exported_step,
+    publish_copy,
+    recover_interrupted_swap,
+    remove_unfinished_export,
+)
 
 MAX_CHECKPOINTS_KEPT = 3
 # Undecodable images are only judged once this many training records have been read.
@@ -374,9 +380,18 @@ class Trainer:
             else:
                 metrics, losses = self._train(config, stop)
         self._write_report(started)
+        self._copy_to_export_dir()
         return RunSummary(metric_name=self.task.metric_name, final_step=self.step, best_metric=float(self.best_metric.numpy()),
                           best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
                           first_loss=losses[0][1] if losses else None, losses=losses)
+
+    def _copy_to_export_dir(self) -> None:
+        export_dir = self.config.export_dir
+        if not (export_dir and self.chief and exported_step(self.layout.model_dir) is not None):
+            return
+        with self._write_failure_as_error(export_dir, "the copy of the model", lambda _: None):
+            copy = publish_copy(self.layout.model_dir, export_dir, str(int(time.time())))
+        logging.info("copied the best model to %s (--export_dir)", copy)
 
     def _should_stop_early(self) -> bool:
         """True after --early_stopping_patience evaluations without a better metric (derived from the
@@ -487,7 +502,7 @@ def train(task: Task, config: JobConfig) -> RunSummary:
     # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime.
     strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
-    layout = JobLayout.create(config.job_dir)
+    layout = config.output_layout or JobLayout.create(config.job_dir)
     if not is_chief():
         return Trainer(task, config, strategy, layout).run()
     layout.check_writable()  # before anything writes
