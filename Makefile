@@ -45,8 +45,11 @@ demo-detection: venv
 		--train_batch_size=8 --optimizer_type=adam --initial_learning_rate=0.001 --warmup_steps=20 \
 		--learning_rate_decay_type=cosine --aug_scale_min=0.8 --aug_scale_max=1.2
 
+# Whole test files per worker (--dist loadfile): a file's module fixtures (the GCS emulator, a finished job)
+# are built once. Much of the suite waits on process start-up and storage, so two workers gain even on 2 cores.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 bench: venv
 	$(PY) bench/input_pipeline_bench.py
