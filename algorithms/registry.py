@@ -114,39 +114,39 @@ def _classifier_from_resnet_depth(fv: flags.FlagValues, given: set[str]) -> None
     fv.model_type = wanted
 
 
-def _count_training_images(fv: flags.FlagValues, data) -> int:
-    """Images in one epoch: the class folders' training share, else the records of the training files."""
-    from data import image_sources
-    from dataloaders import tfrecord_files
-
-    if data.class_folders:
-        split = 0.0 if fv.validation_data_path else fv.validation_split_ratio
-        listed = image_sources.read_class_folders(data.path, split, fv.seed or 0)
-        return sum(item.split == "train" for item in listed)
-    return tfrecord_files.count_all_records(list(data.files), "training_data_path")
-
-
 def _resolve_sizes(fv: flags.FlagValues, given: set[str], data) -> None:
-    """--num_classes from class folders when not given; --max_steps from --epochs."""
-    if fv.num_classes is None and data is not None and data.class_folders:
+    """--num_classes from class folders when not given; --max_steps from --epochs (images: --num_train_images,
+    else the class folders' training share, else the records of the training files)."""
+    if fv.epochs is not None:
+        if "max_steps" in given:
+            raise UserInputError(f"--epochs={fv.epochs} and --max_steps={fv.max_steps} both set the training "
+                                 "length; give one of them")
+        if not fv.epochs > 0:
+            raise UserInputError(f"--epochs={fv.epochs} must be > 0")
+        if fv.train_batch_size < 1:
+            raise UserInputError(f"--train_batch_size={fv.train_batch_size} must be at least 1")
+    count_images = fv.epochs is not None and fv.num_train_images is None
+    listed = None  # the class folders, listed once for both answers
+    if data is not None and data.class_folders and (fv.num_classes is None or count_images):
         from data import image_sources
 
-        names = image_sources.derive_labels(image_sources.read_class_folders(data.path, 0.0, 0))
-        fv.num_classes = len(names)
-        logging.info("--num_classes=%d: the class folders of %s (%s)", len(names), data.path, ", ".join(names))
+        split = 0.0 if fv.validation_data_path else fv.validation_split_ratio
+        listed = image_sources.read_class_folders(data.path, split, fv.seed or 0)
+        if fv.num_classes is None:
+            names = image_sources.derive_labels(listed)
+            fv.num_classes = len(names)
+            logging.info("--num_classes=%d: the class folders of %s (%s)", len(names), data.path, ", ".join(names))
     if fv.epochs is None:
         return
-    if "max_steps" in given:
-        raise UserInputError(f"--epochs={fv.epochs} and --max_steps={fv.max_steps} both set the training length; "
-                             "give one of them")
-    if not fv.epochs > 0:
-        raise UserInputError(f"--epochs={fv.epochs} must be > 0")
-    if fv.train_batch_size < 1:
-        raise UserInputError(f"--train_batch_size={fv.train_batch_size} must be at least 1")
-    if fv.num_train_images is not None:
+    if not count_images:
         images, source = fv.num_train_images, "--num_train_images"
+    elif listed is not None:
+        images, source = sum(item.split == "train" for item in listed), f"counted in {data.path}"
     elif data is not None:
-        images, source = _count_training_images(fv, data), f"counted in {data.path}"
+        from dataloaders import tfrecord_files
+
+        images = tfrecord_files.count_all_records(list(data.files), "training_data_path")
+        source = f"counted in {data.path}"
     else:
         raise UserInputError("--epochs needs the training data to count its images: give --training_data_path")
     if images < 1:

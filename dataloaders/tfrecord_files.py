@@ -33,10 +33,9 @@ def _masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _next_record(handle, offset: int | None = None, size: int | None = None) -> tuple[bytes | None, str | None]:
-    """(record, None) for the next record of an open TFRecord file; (None, None) at its end; (None, 'cut') when
-    the file ends inside the record, (None, 'corrupt') when a checksum does not match. With `size`, a length
-    that runs past the end is 'cut' before its data is read."""
+def _next_length(handle) -> tuple[int | None, str | None]:
+    """The data length in the next record's 12-byte header: (length, None); (None, None) at the end of the file;
+    (None, 'cut') when the file ends inside the header, (None, 'corrupt') when its checksum does not match."""
     header = handle.read(12)
     if not header:
         return None, None
@@ -45,6 +44,16 @@ def _next_record(handle, offset: int | None = None, size: int | None = None) -> 
     length, length_crc = struct.unpack("<QI", header)
     if _masked_crc32c(header[:8]) != length_crc:
         return None, "corrupt"
+    return length, None
+
+
+def _next_record(handle, offset: int | None = None, size: int | None = None) -> tuple[bytes | None, str | None]:
+    """(record, None) for the next record of an open TFRecord file; (None, None) at its end; (None, 'cut') when
+    the file ends inside the record, (None, 'corrupt') when a checksum does not match. With `size`, a length
+    that runs past the end is 'cut' before its data is read."""
+    length, damage = _next_length(handle)
+    if length is None:
+        return None, damage
     if size is not None and offset + 16 + length > size:
         return None, "cut"
     data = handle.read(length)
@@ -84,16 +93,16 @@ def _count_file_records(path: str) -> int:
     """Records of one file from its framing alone: each length is read and the record skipped."""
     count, offset = 0, 0
     with tf.io.gfile.GFile(path, "rb") as handle:
-        size = handle.size()
-        while offset < size:
-            header = handle.read(12)
-            if len(header) < 12 or _masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
+        while True:
+            length, damage = _next_length(handle)
+            if damage:
                 raise UserInputError(f"{path}: the TFRecord framing is damaged at byte {offset}, so its records cannot "
                                      "be counted; re-upload or re-convert it")
-            offset += 16 + struct.unpack("<Q", header[:8])[0]
+            if length is None:
+                return count
+            offset += 16 + length
             handle.seek(offset)
             count += 1
-    return count
 
 
 def count_all_records(files: list[str], flag_name: str) -> int:

@@ -35,7 +35,7 @@ def parse_image_size(text: str | None, model_type: str) -> int:
 
 
 def read_params(fv: flags.FlagValues) -> ClassificationParams:
-    model_type = (fv.model_type or "").strip().strip("'\"").lower()
+    model_type = (fv.model_type or "").strip().lower()
     if fv.dropout_rate is not None and not 0.0 <= fv.dropout_rate < 1.0:
         raise UserInputError(f"--dropout_rate={fv.dropout_rate} must be in [0, 1)")
     if fv.regularizers_l2 < 0:

@@ -56,7 +56,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def parse_image_size(text: str | None) -> tuple[int, int]:
     if text is None or not str(text).strip():
         return DEFAULT_IMAGE_SIZE
-    parts = [p.strip() for p in str(text).strip().strip("'\"").split(",")]
+    parts = [p.strip() for p in str(text).strip().split(",")]
     try:
         sizes = tuple(int(p) for p in parts)
     except ValueError:
@@ -71,7 +71,7 @@ def parse_image_size(text: str | None) -> tuple[int, int]:
 def read_params(fv: flags.FlagValues) -> DetectionParams:
     params = DetectionParams(
         image_size=parse_image_size(fv.image_size), resnet_depth=fv.resnet_depth,
-        fpn_type=(fv.fpn_type or "").strip().strip("'\"").lower(), min_level=fv.fpn_min_level,
+        fpn_type=(fv.fpn_type or "").strip().lower(), min_level=fv.fpn_min_level,
         max_level=fv.fpn_max_level, nasfpn_num_repeats=fv.nasfpn_num_repeats, anchor_size=fv.anchor_size,
         anchor_num_scales=fv.anchor_num_scales,
         aspect_ratios=parse_number_list(fv.bbox_aspect_ratios, "bbox_aspect_ratios", float),

@@ -39,9 +39,12 @@ def strip_quotes(argv: list[str]) -> list[str]:
     """`--model_type='efficientnet-b4'` as gcloud passes it when the user quoted the value: quotes that wrap
     a whole value are not part of it, for every flag alike."""
     def unquote(value: str) -> str:
-        while len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        return value
+        inner = value.strip()
+        if not (len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\""):
+            return value  # unquoted values stay exactly as given
+        while len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
+            inner = inner[1:-1]
+        return inner
 
     stripped = []
     for arg in argv:
