@@ -1,4 +1,5 @@
-# Both README commands install what they need into .venv first (from requirements.txt, the one pin list).
+# Both README commands install what they need into .venv first, from requirements/dev.lock (every package pinned
+# with its hashes; `make lock` compiles it and the image's runtime locks from requirements/*.in).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,16 +15,24 @@ REPOSITORY ?= ml-images
 TAG ?= latest
 IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/image-algorithms:$(TAG)
 
-.PHONY: venv demo demo-detection test bench lint image push cloud-build clean
+.PHONY: venv lock demo demo-detection sample-data test bench lint image image-cpu image-test push cloud-build clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
 	$(PY) -m pip check
 	touch $@
+
+# The .in files are the one source of truth; the locks pin every package (for Linux x86-64, Python 3.11) with
+# its hashes. runtime.lock is compiled first and constrains the other two, so all three agree.
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+lock: venv
+	$(UV_COMPILE) requirements/runtime.in -o requirements/runtime.lock
+	$(UV_COMPILE) requirements/runtime-and-cuda.in -c requirements/runtime.lock -o requirements/runtime-and-cuda.lock
+	$(UV_COMPILE) requirements/dev.in -c requirements/runtime.lock -o requirements/dev.lock
 
 # Builds a dataset of real handwritten-digit scans (bundled with scikit-learn), trains a ResNet-18 on it,
 # exports the best SavedModel and prints where it is and its accuracy.
@@ -60,13 +69,47 @@ bench: venv
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile
 
-# PRETRAINED=efficientnet-b0,resnet-50 bakes those ImageNet backbones into the image (offline jobs).
+# The demo's data needs scikit-learn (and scikit-image for detection), which the image does not carry: make it
+# here, then mount it into the container (README, "Run the image").
+sample-data: venv
+	$(PY) -m data.sample_data --output_dir=$(DEMO_DATA)
+	$(PY) -m data.sample_data --dataset=digit_detection --output_dir=$(DEMO_DETECTION_DATA)
+
+# docker where it exists, else podman. PRETRAINED=efficientnet-b0,resnet-50 bakes those ImageNet backbones into
+# the image (offline jobs); BASE_IMAGE swaps the base (any Debian-like image with Python 3.11 and venv).
+ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
 PRETRAINED ?=
+BASE_IMAGE ?= python:3.11-slim-bookworm
+# Behind a TLS-intercepting proxy, lend the build the host's CA bundle:
+#   make image BUILD_FLAGS="-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"
+BUILD_FLAGS ?=
+BUILD = $(ENGINE) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg PRETRAINED=$(PRETRAINED)
 image:
-	docker build --build-arg PRETRAINED=$(PRETRAINED) --tag $(IMAGE) .
+	$(BUILD) --tag $(IMAGE) .
+
+image-cpu:
+	$(BUILD) --build-arg ACCELERATOR= --tag $(IMAGE)-cpu .
+
+# The real CPU image, built with podman on a Debian base made here (no registry needed), then run as a user
+# runs it: container/smoke.py (converter, classification, predict, detection, SageMaker `train` as root).
+# Prints the image's size and each layer's. CI runs it after the tests.
+TEST_IMAGE := localhost/open-image-algorithms:cpu-test
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+export CONTAINERS_CONF ?= $(CURDIR)/container/containers.conf
+image-test: venv
+	bash container/install_podman.sh
+	bash container/base_image.sh localhost/pybase
+	podman build -v $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro --build-arg BASE_IMAGE=localhost/pybase \
+		--build-arg ACCELERATOR= --tag $(TEST_IMAGE) .
+	podman build -v $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro --build-arg BASE_IMAGE=localhost/pybase \
+		--build-arg ACCELERATOR= --build-arg RUN_AS=0:0 --tag $(TEST_IMAGE)-root .
+	podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(TEST_IMAGE)
+	podman history --format '{{.Size}}\t{{.CreatedBy}}' $(TEST_IMAGE) | cut -c1-150
+	$(PY) container/smoke.py --engine=podman --image=$(TEST_IMAGE) --root_image=$(TEST_IMAGE)-root
+	podman image prune --force >/dev/null
 
 push: image
-	docker push $(IMAGE)
+	$(ENGINE) push $(IMAGE)
 
 cloud-build:
 	gcloud builds submit --config cloudbuild.yaml \

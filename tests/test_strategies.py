@@ -34,10 +34,11 @@ def test_two_workers_train_one_classifier_and_only_the_chief_exports(digits, tmp
     chief_port, worker_port = _free_ports(2)
     # AI Platform's naming: the primary is `master`.
     cluster = {"master": [f"127.0.0.1:{chief_port}"], "worker": [f"127.0.0.1:{worker_port}"]}
-    processes = {}
+    processes, scratch = {}, tmp_path / "worker-tmp"
+    scratch.mkdir()
     for role, task in (("chief", {"type": "master", "index": 0}), ("worker", {"type": "worker", "index": 0})):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": task, "environment": "cloud"}),
-               "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / f"{role}.metrics")}
+               "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / f"{role}.metrics"), "TMPDIR": str(scratch)}
         processes[role] = subprocess.Popen([sys.executable, os.path.join(REPO, "entrypoint.py"),
                                             *_args(digits, tmp_path / "job")],
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -49,6 +50,8 @@ def test_two_workers_train_one_classifier_and_only_the_chief_exports(digits, tmp
     assert "MultiWorkerMirroredStrategy, 2 replica(s) in sync" in logs["chief"]
     assert "exported the best model" in logs["chief"] and "exported the best model" not in logs["worker"]
     assert os.path.exists(tmp_path / "chief.metrics") and not os.path.exists(tmp_path / "worker.metrics")
+    # The worker's throwaway checkpoints (one per evaluation, the size of the model) do not outlive the job.
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("worker-checkpoints-")]
     # Every worker evaluates the whole validation set; the metrics count each image once.
     assert f"eval_images={digits['num_validation']}" in logs["chief"]
     model = tf.saved_model.load(str(tmp_path / "job" / "model")).signatures["serving_default"]

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 # Private KerasHub paths on purpose: KerasHub 0.32 exports these two layers only inside RetinaNetObjectDetector,
 # whose prior bias sits on the box head and whose NMS cannot export with a dynamic batch. keras-hub is pinned
-# exactly in requirements.txt, and tests build both layers, so a move upstream fails the tests, not a job.
+# exactly in requirements/runtime.in, and tests build both layers, so a move upstream fails the tests, not a job.
 from keras_hub.src.models.retinanet.feature_pyramid import FeaturePyramid
 from keras_hub.src.models.retinanet.prediction_head import PredictionHead
 

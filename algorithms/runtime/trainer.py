@@ -85,9 +85,10 @@ def data_errors_as_user_errors():
 
 class Trainer:
     def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy, layout: JobLayout,
-                 lock: JobLock | None = None):
+                 lock: JobLock | None = None, worker_checkpoint_dir: str | None = None):
         self.task, self.config, self.strategy, self.layout, self.lock = task, config, strategy, layout, lock
         self.chief = is_chief()
+        self.worker_checkpoint_dir = worker_checkpoint_dir
         self._eval_data = None
         self.policy = precision.policy_for(config.mixed_precision, strategy)
         logging.info("precision: %s", self.policy)
@@ -185,7 +186,7 @@ class Trainer:
 
     def _open_checkpoint_manager(self, restored: str | None) -> None:
         # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
-        directory = self.layout.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker-checkpoints-")
+        directory = self.layout.checkpoint_dir if self.chief else self.worker_checkpoint_dir
         if self.chief and restored:
             # The state file may be missing or garbled: rewrite it from the files, so the manager keeps pruning.
             # Timestamps after last_preserved_timestamp=0 put every checkpoint on the manager's pruning list.
@@ -504,7 +505,9 @@ def train(task: Task, config: JobConfig) -> RunSummary:
     task.preflight()
     layout = config.output_layout or JobLayout.create(config.job_dir)
     if not is_chief():
-        return Trainer(task, config, strategy, layout).run()
+        # Every worker must save (MultiWorkerMirrored's save is collective); the others' copies are thrown away.
+        with tempfile.TemporaryDirectory(prefix="worker-checkpoints-") as scratch:
+            return Trainer(task, config, strategy, layout, worker_checkpoint_dir=scratch).run()
     layout.check_writable()  # before anything writes
     lock = JobLock(layout.checkpoint_dir, trial_id())
     lock.acquire()  # before a checkpoint is read: a second process with the same trial stops here
