@@ -39,6 +39,7 @@ COPY dataloaders/ dataloaders/
 COPY data/ data/
 COPY export/ export/
 COPY client/ client/
+COPY tuning/ tuning/
 COPY algorithms/ algorithms/
 USER ${RUN_AS}
 

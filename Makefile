@@ -15,7 +15,7 @@ REPOSITORY ?= ml-images
 TAG ?= latest
 IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/image-algorithms:$(TAG)
 
-.PHONY: venv lock demo demo-detection sample-data test bench lint image image-cpu image-test push cloud-build clean
+.PHONY: venv lock demo demo-detection sample-data test test-services bench lint image image-cpu image-test push cloud-build clean
 
 venv: $(VENV)/.installed
 
@@ -57,7 +57,12 @@ demo-detection: venv
 # Whole test files per worker (--dist loadfile): a file's module fixtures (the GCS emulator, a finished job)
 # are built once. Much of the suite waits on process start-up and storage, so two workers gain even on 2 cores.
 TEST_WORKERS ?= 2
-test: venv
+# PostgreSQL for the shared-study tuning test (Debian's package; the test starts its own server on a free port).
+test-services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
+test: venv test-services
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 bench: venv

@@ -6,6 +6,8 @@ accurate model as a SavedModel: the command line of Google's AI Platform built-i
         --num_classes=5 --max_steps=1000 [--model_type=resnet-18 ...]
     python entrypoint.py predict --model_dir=JOB_DIR/model --input=IMAGE|DIR|GLOB [--output_images=DIR]
     IMAGE train        (SageMaker: hyperparameters, channels and outputs under /opt/ml, or $SAGEMAKER_BASE_DIR)
+    python entrypoint.py tune --config=SPEC.yaml --job-dir=DIR [--storage=URL] [--parallel_trials=N] \
+        -- <training flags>   (a hyperparameter sweep on Optuna; `tune --help`)
 """
 
 import json
@@ -33,6 +35,10 @@ def main(argv: list[str]) -> int:
         from client import predict
 
         return predict.main(argv[1:])
+    if argv and argv[0] == "tune":
+        from tuning import tuner
+
+        return tuner.main(argv[1:])
     if any(arg in ("-h", "--help", "--helpfull", "help") for arg in argv):
         print(__doc__)
         print(registry.help_text())

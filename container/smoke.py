@@ -8,7 +8,8 @@ Hopper's portrait and of a gift-pack photo become a two-class JPEG set (CSV + la
 at known boxes onto portrait crops a one-class detection set. The steps, each checked on what it wrote:
 --help; the Beam converter (DirectRunner) on both CSVs; a tiny classification job (trains, evaluates,
 exports, report, hypertune metric); `predict` on the exported model; a tiny detection job (AP reported,
-model exported); with --root_image, SageMaker's `IMAGE train` on an /opt/ml tree only root may write.
+model exported); `tune`, a two-trial sweep; with --root_image, SageMaker's `IMAGE train` on an /opt/ml tree
+only root may write.
 Data and job dirs are mounted from the host; the image runs as its own (non-root) user.
 Only the standard library, Pillow and matplotlib's sample photos on the host side; exits non-zero on the first failed check.
 """
@@ -185,8 +186,30 @@ def smoke(container: ImageRunner, root_image: str | None) -> None:
     _check(any("AP" in r for r in _metrics(os.path.join(work, "jobs", "detection.metrics"))),
            "the detection job reported AP", detected)
 
+    _tune(container, records)
     if root_image:
         _sagemaker(container, root_image)
+
+
+def _tune(container: ImageRunner, records: str) -> None:
+    """`IMAGE tune`: a two-trial grid sweep on Optuna, its study in SQLite in the job dir."""
+    root = container.root
+    spec = {"trainingInput": {"hyperparameters": {
+        "goal": "MAXIMIZE", "hyperparameterMetricTag": "top_1_accuracy", "maxTrials": 2, "maxParallelTrials": 2,
+        "algorithm": "GRID_SEARCH", "params": [{"parameterName": "initial_learning_rate", "type": "DISCRETE",
+                                                "discreteValues": [0.001, 0.003]}]}}}
+    with open(os.path.join(container.work, "inputs", "sweep.json"), "w") as handle:
+        json.dump(spec, handle)
+    swept = _step("tune: 2 trials, 2 at once", container.run([
+        "tune", f"--config={root}/inputs/sweep.json", f"--job-dir={root}/jobs/sweep", "--",
+        f"--training_data_path={records}/classification/train-*",
+        f"--validation_data_path={records}/classification/validation-*", "--num_classes=2", "--model_type=resnet-18",
+        "--image_size=32", "--max_steps=10", "--train_steps_per_eval=10", "--train_batch_size=16"]))
+    sweep = os.path.join(container.work, "jobs", "sweep")
+    _check(swept.stdout.splitlines()[-1].startswith("best trial ")
+           and sorted(os.listdir(os.path.join(sweep, "model"))) == ["trial_1", "trial_2"]
+           and os.path.exists(os.path.join(sweep, "tuning", "trials.csv")),
+           "the sweep named its best trial and wrote model/trial_1, model/trial_2 and tuning/trials.csv", swept)
 
 
 def _sagemaker(container: ImageRunner, root_image: str) -> None:

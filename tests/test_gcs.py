@@ -255,3 +255,28 @@ def test_a_validation_file_that_keeps_failing_mid_pass_is_named_not_called_corru
     expected = f"ERROR: cannot read gs://{BUCKET}/data/validation-00000-of-00001 (at its first record): "
     assert stdout.startswith(expected), stdout + stderr[-3000:]
     assert "503" in stdout, stdout
+
+
+def test_a_sweep_with_a_gs_job_dir_keeps_its_study_in_the_bucket_and_resumes_on_another_machine(gcs, tmp_path):
+    import yaml
+
+    spec = {"trainingInput": {"hyperparameters": {
+        "goal": "MAXIMIZE", "hyperparameterMetricTag": "top_1_accuracy", "maxTrials": 1, "algorithm": "GRID_SEARCH",
+        "params": [{"parameterName": "label_smoothing", "type": "DISCRETE", "discreteValues": [0.1]}]}}}
+    gcs.client().bucket(BUCKET).blob("specs/sweep.yaml").upload_from_string(yaml.safe_dump(spec))
+    command = ["tune", f"--config=gs://{BUCKET}/specs/sweep.yaml", f"--job-dir=gs://{BUCKET}/jobs/sweep", "--",
+               *[a for a in _args("unused", 2) if not a.startswith("--job-dir")]]
+    for machine in ("machine_a", "machine_b"):
+        (tmp_path / machine).mkdir()  # each machine's local state (TMPDIR): the trials' logs, the study's copy
+    first = run_entrypoint(command, {**gcs.env, "TMPDIR": str(tmp_path / "machine_a")}, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    blobs = _blobs(gcs, "jobs/sweep/")
+    for name in ("tuning/study.db", "tuning/trials.csv", "tuning/report.html", "model/trial_1/saved_model.pb"):
+        assert f"jobs/sweep/{name}" in blobs, blobs
+    # Another machine (an empty local dir) reads the study from the bucket: the finished trial is not rerun.
+    second = run_entrypoint(command, {**gcs.env, "TMPDIR": str(tmp_path / "machine_b")}, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr[-3000:]
+    assert "started" not in second.stdout
+    assert second.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]
+    assert second.stdout.splitlines()[-1].startswith("best trial 1: top_1_accuracy=")
+    assert second.stdout.splitlines()[-1].endswith(f"model gs://{BUCKET}/jobs/sweep/model/trial_1")
