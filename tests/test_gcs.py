@@ -271,7 +271,8 @@ def test_a_sweep_with_a_gs_job_dir_keeps_its_study_in_the_bucket_and_resumes_on_
     first = run_entrypoint(command, {**gcs.env, "TMPDIR": str(tmp_path / "machine_a")}, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     blobs = _blobs(gcs, "jobs/sweep/")
-    for name in ("tuning/study.db", "tuning/trials.csv", "tuning/report.html", "model/trial_1/saved_model.pb"):
+    for name in ("tuning/study.db", "tuning/trials.csv", "tuning/report.html", "tuning/trial_1/log.txt",
+                 "model/trial_1/saved_model.pb"):
         assert f"jobs/sweep/{name}" in blobs, blobs
     # Another machine (an empty local dir) reads the study from the bucket: the finished trial is not rerun.
     second = run_entrypoint(command, {**gcs.env, "TMPDIR": str(tmp_path / "machine_b")}, timeout=600)

@@ -92,10 +92,7 @@ def main(argv: list[str]) -> int:
             if not fv[name].value:
                 raise UserInputError(f"tune needs --{name}")
         return Tuner(fv, training).run()
-    except flags.Error as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        return 2
-    except UserInputError as error:
+    except (flags.Error, UserInputError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
 
@@ -432,9 +429,12 @@ class Tuner:
 
         target = f"{self.job_dir}/tuning"
         tf.io.gfile.makedirs(target)
-        for name in ("study.db", "trials.csv", "report.html"):
+        names = ["trials.csv", "report.html", *([] if self.fv.storage else ["study.db"])]
+        names += [f"{d}/log.txt" for d in sorted(os.listdir(self.local_dir)) if d.startswith("trial_")]
+        for name in names:
             source = os.path.join(self.local_dir, name)
-            if os.path.exists(source) and not (name == "study.db" and self.fv.storage):
+            if os.path.exists(source):
+                tf.io.gfile.makedirs(os.path.dirname(f"{target}/{name}"))
                 tf.io.gfile.copy(source, f"{target}/{name}", overwrite=True)
 
 
