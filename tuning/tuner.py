@@ -363,8 +363,7 @@ class Tuner:
             self._report_new_values(item)
             self._finish(item, code)
             del running[number]
-            if self.remote:
-                self._upload_state()
+            self._write_results()  # trials.csv and report.html follow the sweep (uploaded for a gs:// job dir)
 
     def _report_new_values(self, item: RunningTrial) -> None:
         for step, value in _read_metrics(item.metrics_file, self.metric):
