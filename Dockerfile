@@ -2,7 +2,7 @@
 # `docker run --gpus all`. CUDA comes as pip wheels (tensorflow[and-cuda]), so a slim Python base serves CPU
 # and GPU hosts alike; GPU hosts provide the driver through the NVIDIA container toolkit.
 #   make image       GPU-capable image (ACCELERATOR=and-cuda)
-#   make image-cpu   CPU-only image (ACCELERATOR=), a third of the size
+#   make image-cpu   CPU-only image (ACCELERATOR=), 40% of the size
 # BASE_IMAGE: any Debian-like image with Python 3.11, python3-venv and useradd (make image-test builds on one
 # made locally with mmdebstrap, for hosts that reach no container registry).
 ARG BASE_IMAGE=python:3.11-slim-bookworm

@@ -96,18 +96,18 @@ image-cpu:
 	$(BUILD) --build-arg ACCELERATOR= --tag $(IMAGE)-cpu .
 
 # The real CPU image, built with podman on a Debian base made here (no registry needed), then run as a user
-# runs it: container/smoke.py (converter, classification, predict, detection, SageMaker `train` as root).
+# runs it: container/smoke.py (converter, classification, predict, detection, tune, SageMaker `train` as root).
 # Prints the image's size and each layer's. CI runs it after the tests.
 TEST_IMAGE := localhost/open-image-algorithms:cpu-test
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 export CONTAINERS_CONF ?= $(CURDIR)/container/containers.conf
+TEST_BUILD = podman build -v $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro --build-arg BASE_IMAGE=localhost/pybase \
+	--build-arg ACCELERATOR=
 image-test: venv
 	bash container/install_podman.sh
 	bash container/base_image.sh localhost/pybase
-	podman build -v $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro --build-arg BASE_IMAGE=localhost/pybase \
-		--build-arg ACCELERATOR= --tag $(TEST_IMAGE) .
-	podman build -v $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro --build-arg BASE_IMAGE=localhost/pybase \
-		--build-arg ACCELERATOR= --build-arg RUN_AS=0:0 --tag $(TEST_IMAGE)-root .
+	$(TEST_BUILD) --tag $(TEST_IMAGE) .
+	$(TEST_BUILD) --build-arg RUN_AS=0:0 --tag $(TEST_IMAGE)-root .
 	podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(TEST_IMAGE)
 	podman history --format '{{.Size}}\t{{.CreatedBy}}' $(TEST_IMAGE) | cut -c1-150
 	$(PY) container/smoke.py --engine=podman --image=$(TEST_IMAGE) --root_image=$(TEST_IMAGE)-root

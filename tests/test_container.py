@@ -78,6 +78,11 @@ def test_cloudbuild_builds_smoke_tests_then_pushes_to_artifact_registry():
     assert used == set(config["substitutions"]) == {"_REGION", "_REPOSITORY", "_IMAGE", "_TAG", "_PRETRAINED", "_ACCELERATOR"}
 
 
+def _canonical(package: str) -> str:
+    """A distribution's normalized name (PEP 503), without extras."""
+    return re.sub(r"[-_.]+", "-", package.split("[")[0]).lower()
+
+
 def _locked(name: str) -> dict[str, str]:
     """{package: version} of a lock file, after checking that every package in it carries hashes."""
     text = open(os.path.join(REPO, "requirements", name)).read()
@@ -85,7 +90,7 @@ def _locked(name: str) -> dict[str, str]:
                          text, re.M)
     pinned = [line for line in text.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
     assert len(entries) == len(pinned) > 0, f"{name}: every pinned package has sha256 hashes"
-    return {re.sub(r"[-_.]+", "-", n.split("[")[0]).lower(): v for n, v, _ in entries}
+    return {_canonical(n): v for n, v, _ in entries}
 
 
 def _pins(name: str) -> dict[str, str]:
@@ -94,7 +99,7 @@ def _pins(name: str) -> dict[str, str]:
         line = line.split("#")[0].strip()
         if line and not line.startswith("-"):
             package, version = line.split("==")
-            pins[re.sub(r"[-_.]+", "-", package.split("[")[0]).lower()] = version
+            pins[_canonical(package)] = version
     return pins
 
 
@@ -132,7 +137,7 @@ def test_the_product_imports_only_what_the_runtime_lock_installs():
                     top_module = name.split(".")[0]
                     if top_module in local or top_module in sys.stdlib_module_names:
                         continue
-                    packages = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(top_module, [])}
+                    packages = {_canonical(d) for d in distributions.get(top_module, [])}
                     if not packages & set(runtime):
                         missing.setdefault(top_module, os.path.relpath(path, REPO))
     assert not missing, f"imported but not in requirements/runtime.lock: {missing}"

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -217,7 +218,7 @@ class Tuner:
                 if self.stop_signal:
                     raise _Stop()
                 self._poll(running)
-                counts = self._counts(running)
+                counts = self._counts()
                 if self.spec.max_failed_trials and counts["FAIL"] >= self.spec.max_failed_trials and not failed_out:
                     failed_out = (f"{counts['FAIL']} trials failed (maxFailedTrials {self.spec.max_failed_trials}): "
                                   "the sweep stops; each failed trial's log is in "
@@ -241,7 +242,10 @@ class Tuner:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        best = self._write_results()
+        # Once more at the end: a tuner that ran no trial itself (another tuner of a shared study ran them all)
+        # still leaves the results in its job dir.
+        self._write_results()
+        best = _best(self.study)
         if failed_out:
             print(f"ERROR: {failed_out}", file=sys.stderr)
             return 1
@@ -258,7 +262,7 @@ class Tuner:
         if self.stop_signal is None:
             self.stop_signal = signum
 
-    def _counts(self, running: dict) -> dict:
+    def _counts(self) -> dict:
         """Trials by state in the whole study (every tuner sharing it)."""
         states = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0}
         for trial in self._trials():
@@ -416,12 +420,10 @@ class Tuner:
     def _heartbeat(self, trial_id: int) -> None:
         self.study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
-    def _write_results(self):
-        best = _best(self.study)
+    def _write_results(self) -> None:
         results.write(self._trials(), self.spec, self.metric, self.job_dir, self.local_dir, self.fv.study_name)
         if self.remote:
             self._upload_state()
-        return best
 
     def _upload_state(self) -> None:
         import tensorflow as tf
@@ -547,8 +549,6 @@ def _engine_kwargs(url: str) -> dict:
 
 
 def _redacted(url: str) -> str:
-    import re
-
     return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url or "")
 
 
