@@ -6,8 +6,9 @@ import os
 import setuptools
 
 # Only what the conversion step runs on a worker (Beam and protobuf are already there; TensorFlow is not
-# needed, see data/example_codec.py); versions from the image's pins (requirements/runtime.in).
-WORKER_PACKAGES = ("pillow",)
+# needed, see data/example_codec.py and data/tfrecord_file.py); versions from the image's pins
+# (requirements/runtime.in).
+WORKER_PACKAGES = ("pillow", "google-crc32c")
 
 
 def _pins() -> list[str]:

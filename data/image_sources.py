@@ -51,6 +51,18 @@ class SourceImage:
     problem: tuple | None = None    # (reason, detail) known before decoding
 
 
+def to_json(item: SourceImage) -> str:
+    """One line of a shard's staged listing (data/jpeg_to_tf_record.py); from_json reads it back."""
+    return json.dumps(dataclasses.asdict(item), separators=(",", ":"))
+
+
+def from_json(line: str) -> SourceImage:
+    fields = json.loads(line)
+    objects = tuple(SourceObject(**dict(obj, box=tuple(obj["box"]))) for obj in fields.pop("objects"))
+    problem = fields.pop("problem")
+    return SourceImage(**fields, objects=objects, problem=tuple(problem) if problem else None)
+
+
 def read_text(path: str) -> str:
     try:
         with _filesystems().open(path) as handle:

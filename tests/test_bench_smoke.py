@@ -2,6 +2,8 @@
 full runs of bench/, never from here)."""
 
 import os
+import re
+import subprocess
 import sys
 
 from tests.conftest import FAST_FLAGS, REPO
@@ -32,3 +34,32 @@ def test_transfer_bench_reads_time_per_step_from_a_jobs_log(trained_job):
     assert first > 0 and second is None
     first, second = transfer_bench.milliseconds_per_step(trained_job["log"], 32, 50)
     assert first > 0 and second > 0
+
+
+def test_converter_bench_builds_distinct_photos_once_and_times_both_sides_at_two_sizes(tmp_path):
+    import converter_bench
+
+    cache = tmp_path / "cache"
+    all_csv = converter_bench.build_photo_set(str(cache), 30)
+    lines = open(all_csv).read().splitlines()
+    paths = [line.split(",")[0] for line in lines]
+    assert len(paths) == 30 and len({open(path, "rb").read() for path in paths}) == 30
+    from PIL import Image
+
+    sizes = [Image.open(path).size for path in paths[:2]]
+    assert sizes == [(320, 240), (640, 480)] and Image.open(paths[0]).format == "JPEG"
+    built = os.path.getmtime(paths[0])
+    assert converter_bench.build_photo_set(str(cache), 30) == all_csv and os.path.getmtime(paths[0]) == built
+
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "converter_bench.py"), "--images=30",
+                             "--small=10", "--rounds=1", "--other_layouts=in_memory:1",
+                             f"--cache_dir={tmp_path / 'bench-cache'}"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    # Each side ran at both sizes (and wrote every record: the bench checks the count after each run).
+    for name in ("ours", "reference port", "ours, in_memory x1"):
+        assert len(re.findall(rf"round 1: {name} +(10|30) images +[0-9.]+ s", out)) == 2, out
+        assert re.search(rf"^{name} +-?[0-9]+ +-?[0-9]+ +([0-9]+|n/a) +-?[0-9.]+ +[0-9.]+$", out, re.M), out
+    assert re.search(r"per-image ratio ours/reference port: ([0-9.]+x|n/a)", out), out
+    assert "wall-time ratio at 30 images:" in out

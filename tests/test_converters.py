@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -133,26 +134,42 @@ def test_classification_csv_round_trip_keeps_jpeg_bytes_and_labels(photo_files, 
 
 def test_every_bad_input_kind_is_counted_and_reported(photo_files, tmp_path):
     good = photo_files["files"][0]
-    corrupt = tmp_path / "corrupt.jpg"
-    corrupt.write_bytes(good["bytes"][:200])  # a truncated JPEG
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good["bytes"][:len(good["bytes"]) * 2 // 3])  # the end of the scan is missing
+    broken = bytearray(good["bytes"])
+    broken[len(broken) // 2:len(broken) // 2 + 64] = b"\xff" * 64  # markers where entropy-coded data should be
+    (tmp_path / "broken.jpg").write_bytes(bytes(broken))
+    (tmp_path / "empty.jpg").write_bytes(b"")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("this is not an image")
-    rows = [[good["path"], good["label"]], [str(tmp_path / "missing.jpg"), "cat"], [str(corrupt), "cat"],
-            [str(not_an_image), "object"], [good["path"], "dog"], ["only-one-field"]]
+    png = next(f for f in photo_files["files"] if f["format"] == "PNG" and f["mode"] == "RGB")
+    (tmp_path / "really_a_png.jpg").write_bytes(png["bytes"])
+    rows = [[good["path"], good["label"]], [str(tmp_path / "missing.jpg"), "cat"], [str(truncated), "cat"],
+            [str(not_an_image), "object"], [good["path"], "dog"], ["only-one-field"],
+            [str(tmp_path / "broken.jpg"), "cat"], [str(tmp_path / "empty.jpg"), "cat"],
+            [str(tmp_path / "really_a_png.jpg"), "object"]]
     _write_csv(tmp_path / "train.csv", rows)
     (tmp_path / "labels.txt").write_text("cat\nobject\n")
     out = tmp_path / "out"
+    os.makedirs(out / ".jpeg_to_tf_record-20260101-000000-abcdef" / "listing")  # an interrupted run's
     result = convert(f"--train_csv={tmp_path / 'train.csv'}", f"--labels_file={tmp_path / 'labels.txt'}",
                      f"--output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
-    reasons = {row["origin"].rsplit(":", 1)[1]: row["reason"] for row in _rejections(out)}
-    assert reasons == {"2": "missing_file", "3": "corrupt_image", "4": "corrupt_image", "5": "unknown_label",
-                       "6": "malformed_line"}
-    assert "train: 1 of 6 images written" in result.stdout
-    for line in ("rejected corrupt_image: 2", "rejected missing_file: 1", "rejected unknown_label: 1",
-                 "rejected malformed_line: 1", f"class {good['label']}: 1"):
+    rejections = {row["origin"].rsplit(":", 1)[1]: row for row in _rejections(out)}
+    assert {line: row["reason"] for line, row in rejections.items()} == {
+        "2": "missing_file", "3": "corrupt_image", "4": "corrupt_image", "5": "unknown_label",
+        "6": "malformed_line", "7": "corrupt_image", "8": "corrupt_image"}
+    assert "truncated" in rejections["3"]["detail"] and "cannot identify" in rejections["8"]["detail"]
+    assert "train: 2 of 9 images written" in result.stdout
+    for line in ("rejected corrupt_image: 4", "rejected missing_file: 1", "rejected unknown_label: 1",
+                 "rejected malformed_line: 1", f"class {good['label']}: 1", "class object: 1",
+                 "stored as JPEG (png_rgb): 1"):
         assert line in result.stdout, result.stdout
-    assert len(_examples(str(out / "train-*"))) == 1
+    written = {_feature(e, "image/filename")[0]: e for e in _examples(str(out / "train-*"))}
+    assert sorted(written) == sorted([os.path.basename(good["path"]).encode(), b"really_a_png.jpg"])
+    stored = Image.open(io.BytesIO(_feature(written[b"really_a_png.jpg"], "image/encoded")[0]))
+    assert stored.format == "JPEG" and stored.size == Image.open(png["path"]).size  # re-encoded, not rejected
+    assert sorted(os.listdir(out)) == ["labels.txt", "rejected.csv", "train-00000-of-00001"]  # no temp folders
     # A second run replaces the output instead of mixing with it.
     again = convert(f"--train_csv={tmp_path / 'train.csv'}", f"--labels_file={tmp_path / 'labels.txt'}",
                     f"--output_dir={out}", "--num_shards=2")
@@ -170,25 +187,61 @@ def test_an_input_that_cannot_be_read_fails_in_one_line(tmp_path):
 
 
 def test_class_folders_give_a_seeded_split_and_labels_from_folder_names(photo_files, tmp_path):
-    outputs = []
-    for run, workers in (("single", []), ("multi", ["--direct_num_workers=2",
-                                                    "--direct_running_mode=multi_processing"])):
-        out = tmp_path / run
-        result = convert(f"--image_folders={photo_files['root']}", "--validation_fraction=0.3", "--split_seed=7",
-                         f"--output_dir={out}", *workers)
-        assert result.returncode == 0, result.stderr[-3000:]
-        outputs.append(out)
-    single, multi = outputs
-    assert (single / "labels.txt").read_text() == "cat\nobject\n"
+    out = tmp_path / "out"
+    result = convert(f"--image_folders={photo_files['root']}", "--validation_fraction=0.3", "--split_seed=7",
+                     f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "labels.txt").read_text() == "cat\nobject\n"
     splits = {}
     for split in ("train", "validation"):
-        records = _records(str(single / f"{split}-*"))
-        # Multi-process DirectRunner: byte-identical records (sharding and order aside).
-        assert sorted(records) == sorted(_records(str(multi / f"{split}-*")))
+        records = _records(str(out / f"{split}-*"))
         splits[split] = {_feature(tf.train.Example.FromString(r), "image/filename")[0].decode() for r in records}
     assert not splits["train"] & splits["validation"]
     assert len(splits["train"]) + len(splits["validation"]) == len(photo_files["files"])
     assert splits["validation"], "0.3 of 10 files by a seeded hash: some go to validation"
+
+
+def test_output_files_are_byte_identical_across_runs_and_runner_modes(photo_files, tmp_path):
+    """The same listing gives the same files, byte for byte, whatever runs it: in-process, two threads, two
+    processes (twice). Three shards each: every shard's content and order are fixed by the listing alone."""
+    root = tmp_path / "photos"
+    shutil.copytree(photo_files["root"], root)
+    (root / "cat" / "cut_short.jpg").write_bytes(photo_files["files"][0]["bytes"][:300])
+    layouts = {"in-process": ["--direct_num_workers=1", "--direct_running_mode=in_memory"],
+               "threads": ["--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+               "processes": ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+               "processes again": ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]}
+    contents = {}
+    for name, layout in layouts.items():
+        out = tmp_path / name.replace(" ", "_")
+        result = convert(f"--image_folders={root}", "--validation_fraction=0.3", "--num_shards=3",
+                         f"--output_dir={out}", *layout)
+        assert result.returncode == 0, result.stderr[-3000:]
+        contents[name] = {f: (out / f).read_bytes() for f in sorted(os.listdir(out))}
+    first = contents["in-process"]
+    assert sorted(first) == ["labels.txt", "rejected.csv"] + [f"{split}-0000{i}-of-00003" for split in
+                                                              ("train", "validation") for i in range(3)]
+    assert b"cut_short.jpg" in first["rejected.csv"]
+    for name, files in contents.items():
+        assert files == first, f"{name} wrote other bytes than in-process"
+    records = _records(str(tmp_path / "in-process" / "train-*"))
+    assert len(records) + len(_records(str(tmp_path / "in-process" / "validation-*"))) == len(photo_files["files"])
+
+
+def test_shards_are_dealt_in_a_seeded_order_so_each_holds_every_class():
+    from data import image_sources, jpeg_to_tf_record
+
+    items = [image_sources.SourceImage(f"/{label}/{i}.jpg", "train", f"list.csv:{i}", label=label)
+             for label in ("a", "b", "c") for i in range(40)]  # sorted by class, as folder listings are
+    shards = jpeg_to_tf_record.plan_shards(items, 4)
+    assert sorted(item.path for shard in shards for item in shard) == sorted(item.path for item in items)
+    assert [len(shard) for shard in shards] == [30, 30, 30, 30]
+    assert all({item.label for item in shard} == {"a", "b", "c"} for shard in shards)
+    assert shards == jpeg_to_tf_record.plan_shards(list(items), 4)
+    assert image_sources.from_json(image_sources.to_json(items[0])) == items[0]
+    detection = image_sources.SourceImage("/x.jpg", "train", "x", objects=(image_sources.SourceObject(
+        "car", (1.0, 2.0, 3.0, 4.0), 1, 5.0),), detection=True, problem=("invalid_box", "why"))
+    assert image_sources.from_json(image_sources.to_json(detection)) == detection
 
 
 def _coco_dataset(photo_files, tmp_path):
