@@ -34,6 +34,7 @@ count (given the same shard count). On the DirectRunner the default is one worke
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -44,10 +45,11 @@ import random
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -309,7 +311,11 @@ def publish(written: list[Shard], rejected_rows: list[str], shards: list[Shard],
     with FileSystems.create(f"{output_dir}/{REJECTED_FILE}", compression_type=CompressionTypes.UNCOMPRESSED,
                             mime_type="text/csv") as handle:
         handle.write("".join(f"{row}\n" for row in [REJECTED_HEADER, *sorted(rejected_rows)]).encode())
-    FileSystems.delete([f"{temp_dir}/" if "://" in temp_dir else temp_dir])  # gs://: the prefix's objects
+    remove_folder(temp_dir)
+
+
+def remove_folder(folder: str) -> None:
+    FileSystems.delete([f"{folder}/" if "://" in folder else folder])  # gs://: every object under the prefix
 
 
 def remove_previous_output(output_dir: str) -> None:
@@ -452,6 +458,32 @@ def print_summary(counts: dict[str, int], listed: dict[str, int], output_dir: st
         print(f"rejected images and why: {output_dir}/{REJECTED_FILE}")
 
 
+@contextlib.contextmanager
+def _temporary_files_inside_a_folder_removed_after():
+    """Beam's local runner leaves folders in TMPDIR at every run (beam-temp*, tmp*, never removed): this
+    process's temporary files go into one folder that is removed when the run ends."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="jpeg_to_tf_record-") as folder:
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
+def _last_line(error: Exception) -> str:
+    """The root cause of a (Beam-wrapped) error: its message's last non-empty line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1][:500]
+
+
+def _remove_quietly(folder: str) -> None:
+    try:
+        remove_folder(folder)
+    except Exception:  # noqa: BLE001 - already failing: the next run removes what is left (remove_previous_output)
+        pass
+
+
 def main(argv=None) -> int:
     args, beam_args = _parse_args(sys.argv[1:] if argv is None else argv)
     output_dir = args.output_dir.rstrip("/")
@@ -461,22 +493,36 @@ def main(argv=None) -> int:
     except SourceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
-    remove_previous_output(output_dir)
-    with FileSystems.create(f"{output_dir}/labels.txt") as handle:
-        handle.write(("\n".join(labels) + "\n").encode())
     listed = {split: sum(item.split == split for item in items) for split in SPLITS}
-    print(f"listed {listed['train']} training and {listed['validation']} validation images, {len(labels)} classes")
     options = pipeline_options(args, beam_args)
     local_workers = 0
     if options.view_as(StandardOptions).runner in ("DirectRunner", "SwitchingDirectRunner"):
         local_workers = options.view_as(DirectOptions).direct_num_workers or os.cpu_count()  # Beam's 0: all
     temp_dir = f"{output_dir}/{TEMP_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    shards = stage_shards(items, output_dir, temp_dir, args.num_shards, local_workers)
+    try:
+        FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+        remove_previous_output(output_dir)
+        with FileSystems.create(f"{output_dir}/labels.txt") as handle:
+            handle.write(("\n".join(labels) + "\n").encode())
+        shards = stage_shards(items, output_dir, temp_dir, args.num_shards, local_workers)
+    except (OSError, BeamIOError) as error:
+        _remove_quietly(temp_dir)
+        print(f"error: cannot write to {output_dir}: {_last_line(error)}; --output_dir must be a folder (local or "
+              f"gs://bucket/prefix) this job can create and write", file=sys.stderr)
+        return 2
+    print(f"listed {listed['train']} training and {listed['validation']} validation images, {len(labels)} classes")
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, shards, labels, output_dir, temp_dir)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        with _temporary_files_inside_a_folder_removed_after():
+            result = pipeline.run()
+            result.wait_until_finish()
+    except Exception as error:  # noqa: BLE001 - Beam wraps the workers' errors; they logged the traceback above
+        _remove_quietly(temp_dir)
+        print(f"error: the conversion stopped: {_last_line(error)}\nNothing was published: {output_dir} holds no "
+              f"train-*/validation-* shards and no temporary files of this run. Fix the cause (for 'No space "
+              f"left on device': free space there) and rerun the same command.", file=sys.stderr)
+        return 1
     print_summary(summarize(result), listed, output_dir)
     return 0
 

@@ -29,7 +29,9 @@ class _ServingModule(tf.Module):
         self.model = trackable_variables(model)
         self.names = None
         if class_names:
-            labels_path = os.path.join(tempfile.mkdtemp(prefix="labels-"), LABELS_FILE_NAME)
+            # The asset's source file must outlive the exports of this module, not the job: removed with it.
+            self._labels_folder = tempfile.TemporaryDirectory(prefix="labels-")
+            labels_path = os.path.join(self._labels_folder.name, LABELS_FILE_NAME)
             with open(labels_path, "w") as handle:
                 handle.write("\n".join(class_names) + "\n")
             self.labels_asset = tf.saved_model.Asset(labels_path)

@@ -186,6 +186,35 @@ def test_an_input_that_cannot_be_read_fails_in_one_line(tmp_path):
     assert result.returncode == 2 and "exactly one input layout" in result.stderr
 
 
+def test_a_write_that_fails_mid_shard_publishes_nothing_and_the_rerun_completes(photo_files, tmp_path):
+    """A worker's write fails (a file-size limit: EFBIG, the path a full disk takes): one line naming the cause,
+    no shards, no temporary folder; the same command then succeeds. An output that cannot be a folder: exit 2."""
+    import resource
+    import signal
+
+    def limit_file_size():  # inherited by Beam's worker processes; SIGXFSZ ignored so the write raises instead
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, 8_000))  # a shard is ~40 KB
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "data.jpeg_to_tf_record", f"--image_folders={photo_files['root']}",
+               f"--output_dir={out}"]
+    failed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600,
+                            preexec_fn=limit_file_size)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    last = failed.stderr.strip().splitlines()[-2:]
+    assert last[0].startswith("error: the conversion stopped: ") and "File too large" in last[0], last
+    assert last[1].startswith(f"Nothing was published: {out} holds no train-*/validation-* shards"), last
+    assert sorted(os.listdir(out)) == ["labels.txt"]
+    assert convert(f"--image_folders={photo_files['root']}", f"--output_dir={out}").returncode == 0
+    assert len(_records(str(out / "train-*"))) + len(_records(str(out / "validation-*"))) == len(photo_files["files"])
+
+    (tmp_path / "a_file").write_text("")
+    refused = convert(f"--image_folders={photo_files['root']}", f"--output_dir={tmp_path / 'a_file' / 'out'}")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: cannot write to {tmp_path / 'a_file' / 'out'}")
+
+
 def test_class_folders_give_a_seeded_split_and_labels_from_folder_names(photo_files, tmp_path):
     out = tmp_path / "out"
     result = convert(f"--image_folders={photo_files['root']}", "--validation_fraction=0.3", "--split_seed=7",

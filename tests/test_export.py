@@ -1,6 +1,7 @@
 """export/: the serving signatures on a small real Keras model, and the atomic export, including a job that
 dies in the middle of replacing its model."""
 
+import gc
 import os
 
 import keras
@@ -48,6 +49,12 @@ def test_classification_signature_serves_the_models_softmax_on_the_training_prep
     assert outputs["key"].numpy().tolist() == [b"a", b"b"]
     assert loaded.signatures["class_names"]()["class_names"].numpy().tolist() == [b"zero", b"one", b"two"]
     assert (tmp_path / "model" / "assets" / "labels.txt").read_text() == "zero\none\ntwo\n"
+    # The asset's source file goes with the module (an export per evaluation once left a folder each in TMPDIR).
+    source_folder = os.path.dirname(module.labels_asset.asset_path.numpy().decode())
+    assert os.path.exists(source_folder)
+    del module
+    gc.collect()
+    assert not os.path.exists(source_folder)
 
 
 def test_detection_signature_echoes_keys_and_counts_as_float(tmp_path):
