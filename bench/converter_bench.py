@@ -6,12 +6,12 @@ The photo set: `--images` (default 50,000) distinct JPEGs cut from the photos bu
 (astronaut, coffee, rocket, retina, Hubble deep field, textures, ...): each a random rescale and crop of one
 photo, randomly mirrored, at a camera size (even index 320x240, odd 640x480), re-encoded at a random quality
 in [75, 95]; the grey photos stay single-channel JPEGs. The label is the photo it came from. Built once into
-`--cache_dir` (about 2.5 GB for 50,000) and reused while its manifest matches.
+`--cache_dir` (1.6 GB for 50,000) and reused while its manifest matches.
 
 What each side does, per run (each run is a fresh `python` process, so start-up counts for both):
-- ours: the product as users run it, with its defaults (DirectRunner; worker count and mode as the converter
-  chooses them unless `--workers`/`--mode` are given): list the CSV, decode every image once to verify it,
-  keep the JPEG bytes, write size-based shards; rejected.csv; the summary.
+- ours: the product as users run it, with its defaults (DirectRunner, one worker process per CPU): list the
+  CSV, stage the shards' listings, check every image (decoded at libjpeg's 1/8 scale), keep the JPEG bytes,
+  each worker writing whole ~150 MB shards; rejected.csv; the summary.
 - reference port: the original's per-image logic (read with gfile, a new TF1 Graph and Session per image,
   decode to RGB with TensorFlow to check it and read its size, a tf.train.Example of the original bytes) on
   Beam: ReadFromText(CSV) -> Reshuffle -> FlatMap -> WriteToTFRecord. The Reshuffle is not in the original;
@@ -22,6 +22,10 @@ Each side runs at two set sizes (the first `--small` images and all `--images`),
 and the report takes the median of each. The per-image cost is the slope between the two sizes (so start-up
 drops out), printed as microseconds of wall time per image on this machine and as CPU-microseconds (slope x
 workers); the total wall time at the large size is printed too.
+
+Also measured: ours on `--other_layouts` (default: in-process, and threads as many as the default's processes),
+to check the default layout against them; and, in this process, the converter's check alone on the first
+2,000 images, against a full Pillow decode per camera size, and on one thread against as many as the workers.
 
     python bench/converter_bench.py [--images=50000 --small=10000 --rounds=2 --cache_dir=~/.cache/...]
 """
@@ -179,9 +183,11 @@ def run_reference(csv_path: str, labels_path: str, output_dir: str, beam_args: l
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
-def timed(command: list[str]) -> float:
+def timed(command: list[str], temp_dir: str) -> float:
+    """Seconds the command took; its temporary files (Beam's local runner leaves some) go into temp_dir."""
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "TMPDIR": temp_dir})
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -308,7 +314,7 @@ def main():
         for round_index in range(args.rounds):
             for count in csvs:
                 for name in (list(runs) if round_index % 2 == 0 else list(runs)[::-1]):
-                    seconds[name, count].append(timed(command(name, count)))
+                    seconds[name, count].append(timed(command(name, count), scratch))
                     print(f"  round {round_index + 1}: {name:30s} {count:6d} images "
                           f"{seconds[name, count][-1]:6.1f} s", flush=True)
                     written = count_records(os.path.join(scratch, "output"))
