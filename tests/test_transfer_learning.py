@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from algorithms.classification.model import MODEL_TYPES, ImageClassifier
-from algorithms.runtime.checkpoints import restore_matching
+from algorithms.runtime.checkpoints import resolve_checkpoint_prefix, restore_matching
 from dataloaders import tfrecord_files
 from tests.conftest import FAST_FLAGS, refusing_address, run_entrypoint
 
@@ -47,10 +47,11 @@ def _checkpoint_variables(prefix: str) -> dict:
 
 @pytest.fixture(scope="module")
 def pretrained_sources(trained_job, tmp_path_factory):
-    """The digit classifier's backbone as a job dir, a .weights.h5 file and a KerasHub preset dir."""
+    """The digit classifier's backbone as a job dir, a .weights.h5 file and a KerasHub preset dir. All three hold
+    the weights a job dir resolves to, its newest checkpoint: the exported best model may be an earlier step."""
     root = tmp_path_factory.mktemp("pretrained")
     model = ImageClassifier("resnet-18", 32, 10, name="image_classifier")  # the trainer's name: same paths
-    restored, missing = restore_matching(model.variables, os.path.join(trained_job["model_dir"], "variables", "variables"))
+    restored, missing = restore_matching(model.variables, resolve_checkpoint_prefix(trained_job["job_dir"]))
     assert not missing, missing
     weights_file = str(root / "digits_backbone.weights.h5")
     model.backbone.save_weights(weights_file)
