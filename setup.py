@@ -6,7 +6,7 @@ import os
 import setuptools
 
 # Only what the conversion step runs on a worker (Beam and protobuf are already there; TensorFlow is not
-# needed, see data/example_codec.py and data/tfrecord_file.py); versions from the image's pins
+# needed, see data/example_codec.py and core/tfrecord_framing.py); versions from the image's pins
 # (requirements/runtime.in).
 WORKER_PACKAGES = ("pillow", "google-crc32c")
 

@@ -42,6 +42,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the product's own modules (data, core), when run as `python bench/converter_bench.py`
 # scikit-image's bundled photographs (not its renders or document scans); grey ones stay grey.
 PHOTOS = ("astronaut", "camera", "cat", "coffee", "rocket", "coins", "hubble_deep_field",
           "immunohistochemistry", "retina", "grass", "gravel", "brick", "clock", "motorcycle")
@@ -194,22 +195,26 @@ def timed(command: list[str], temp_dir: str) -> float:
 
 
 def count_records(directory: str) -> int:
-    """Records in directory/train-* (read with Beam's TFRecord reader: no TensorFlow import here)."""
+    """Records in directory/train-*, every checksum checked (the product's own framing: no TensorFlow here)."""
     import glob
 
-    from apache_beam.io.tfrecordio import _TFRecordUtil
+    from core.tfrecord_framing import next_record
 
     count = 0
     for path in glob.glob(os.path.join(directory, "train-*")):
         with open(path, "rb") as handle:
-            while _TFRecordUtil.read_record(handle) is not None:
+            while True:
+                record, damage = next_record(handle)
+                if damage:
+                    raise SystemExit(f"{path}: a {damage} record after {count} good ones")
+                if record is None:
+                    break
                 count += 1
     return count
 
 
 def default_layout() -> tuple[int, str]:
     """The DirectRunner worker count and mode ours uses when the command line gives none."""
-    sys.path.insert(0, REPO)
     from data import jpeg_to_tf_record
 
     return jpeg_to_tf_record.default_direct_layout()
@@ -224,7 +229,6 @@ def decode_costs(all_csv: str, count: int, threads: int) -> tuple[dict, float, f
 
     from PIL import Image
 
-    sys.path.insert(0, REPO)
     from data import jpeg_to_tf_record
 
     with open(all_csv) as handle:

@@ -56,7 +56,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from PIL import Image, UnidentifiedImageError
 
-from data import example_codec, image_sources, tfrecord_file
+from core import tfrecord_framing
+from data import example_codec, image_sources
 from data.image_sources import SPLITS, SourceError, SourceImage
 
 METRICS_NAMESPACE = "jpeg_to_tf_record"
@@ -185,8 +186,6 @@ def convert_image(item: SourceImage, labels: list[str], label_ids: dict[str, int
 class Shard:
     """One output file and the images that go in it; one Beam element, converted and written by one worker."""
     split: str
-    index: int
-    count: int
     listing: str     # JSON lines of its SourceImages, staged in the run's temporary folder
     temp_path: str   # written here; renamed to final_path once every shard of the run is written
     final_path: str
@@ -228,7 +227,7 @@ class ConvertShard(beam.DoFn):
                         [shard.split, item.origin, item.path, rejection.reason, rejection.detail]))
                     continue
                 # Map keys sorted: the same bytes in every process and run.
-                tfrecord_file.write_record(output, example.SerializeToString(deterministic=True))
+                tfrecord_framing.write_record(output, example.SerializeToString(deterministic=True))
                 counts[f"{shard.split}/written"] += 1
                 for name in labels:
                     counts[f"{shard.split}/class/{name}"] += 1
@@ -296,7 +295,7 @@ def stage_shards(items: list[SourceImage], output_dir: str, temp_dir: str, reque
             with FileSystems.create(listing, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
                 handle.write("".join(image_sources.to_json(item) + "\n" for item in shard_items).encode())
             name = f"{split}-{index:05d}-of-{count:05d}"
-            shards.append(Shard(split, index, count, listing, f"{temp_dir}/{name}", f"{output_dir}/{name}"))
+            shards.append(Shard(split, listing, f"{temp_dir}/{name}", f"{output_dir}/{name}"))
     return shards
 
 

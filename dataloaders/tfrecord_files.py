@@ -1,12 +1,10 @@
 """Finding and inspecting TFRecord files (local paths and gs:// alike, through tf.io.gfile)."""
 
-import struct
-
-import google_crc32c
 import tensorflow as tf
 
 from core.errors import UserInputError
 from core.paths import describe_io_error
+from core.tfrecord_framing import next_length, next_record
 
 _GLOB_CHARS = set("*?[")
 
@@ -28,43 +26,6 @@ def resolve_files(pattern: str | None, flag_name: str) -> list[str]:
     return files
 
 
-def _masked_crc32c(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _next_length(handle) -> tuple[int | None, str | None]:
-    """The data length in the next record's 12-byte header: (length, None); (None, None) at the end of the file;
-    (None, 'cut') when the file ends inside the header, (None, 'corrupt') when its checksum does not match."""
-    header = handle.read(12)
-    if not header:
-        return None, None
-    if len(header) < 12:
-        return None, "cut"
-    length, length_crc = struct.unpack("<QI", header)
-    if _masked_crc32c(header[:8]) != length_crc:
-        return None, "corrupt"
-    return length, None
-
-
-def _next_record(handle, offset: int | None = None, size: int | None = None) -> tuple[bytes | None, str | None]:
-    """(record, None) for the next record of an open TFRecord file; (None, None) at its end; (None, 'cut') when
-    the file ends inside the record, (None, 'corrupt') when a checksum does not match. With `size`, a length
-    that runs past the end is 'cut' before its data is read."""
-    length, damage = _next_length(handle)
-    if length is None:
-        return None, damage
-    if size is not None and offset + 16 + length > size:
-        return None, "cut"
-    data = handle.read(length)
-    footer = handle.read(4)
-    if len(data) < length or len(footer) < 4:
-        return None, "cut"
-    if _masked_crc32c(data) != struct.unpack("<I", footer)[0]:
-        return None, "corrupt"
-    return data, None
-
-
 def read_records(path: str, limit: int) -> list[bytes]:
     """Reads up to `limit` serialized records of one file, turning I/O errors into clear messages.
 
@@ -76,7 +37,7 @@ def read_records(path: str, limit: int) -> list[bytes]:
     try:
         with tf.io.gfile.GFile(path, "rb") as handle:
             while len(records) < limit:
-                record, damage = _next_record(handle)
+                record, damage = next_record(handle)
                 if damage:
                     raise UserInputError(
                         f"{path} is not a readable TFRecord file (corrupted or another format); convert images with "
@@ -94,7 +55,7 @@ def _count_file_records(path: str) -> int:
     count, offset = 0, 0
     with tf.io.gfile.GFile(path, "rb") as handle:
         while True:
-            length, damage = _next_length(handle)
+            length, damage = next_length(handle)
             if damage:
                 raise UserInputError(f"{path}: the TFRecord framing is damaged at byte {offset}, so its records cannot "
                                      "be counted; re-upload or re-convert it")
@@ -123,7 +84,7 @@ def damage_at(path: str, offset: int, size: int) -> str | None:
     correctly. I/O errors propagate (tf.errors.OpError)."""
     with tf.io.gfile.GFile(path, "rb") as handle:
         handle.seek(offset)
-        record, damage = _next_record(handle, offset, size)
+        record, damage = next_record(handle, offset, size)
     return None if record is not None else damage or "cut"  # no record at all where one was due: cut
 
 

@@ -55,10 +55,10 @@ def photo_files(tmp_path_factory):
     return {"root": str(root), "files": files}
 
 
-def convert(*args, cwd=REPO):
+def convert(*args, cwd=REPO, preexec_fn=None):
     """Runs the converter as the README does; returns the CompletedProcess."""
     result = subprocess.run([sys.executable, "-m", "data.jpeg_to_tf_record", *args], capture_output=True,
-                            text=True, cwd=cwd, timeout=600)
+                            text=True, cwd=cwd, timeout=600, preexec_fn=preexec_fn)
     return result
 
 
@@ -197,10 +197,7 @@ def test_a_write_that_fails_mid_shard_publishes_nothing_and_the_rerun_completes(
         resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, 8_000))  # a shard is ~40 KB
 
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "data.jpeg_to_tf_record", f"--image_folders={photo_files['root']}",
-               f"--output_dir={out}"]
-    failed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600,
-                            preexec_fn=limit_file_size)
+    failed = convert(f"--image_folders={photo_files['root']}", f"--output_dir={out}", preexec_fn=limit_file_size)
     assert failed.returncode == 1, failed.stderr[-3000:]
     last = failed.stderr.strip().splitlines()[-2:]
     assert last[0].startswith("error: the conversion stopped: ") and "File too large" in last[0], last
