@@ -70,6 +70,7 @@ bench: venv
 	$(PY) bench/detection_bench.py
 	$(PY) bench/converter_bench.py
 	$(PY) bench/transfer_bench.py
+	$(PY) bench/determinism_bench.py
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile

@@ -36,9 +36,10 @@ def real_vs_synthetic(task, trainer, strategy, batch: int, steps: int, rounds: i
     """Median training images/s for the real pipeline, for synthetic in-memory tensors, and for the real
     pipeline alone (batches pulled, no model), with every round."""
     # The same batch shapes and values, held in memory: no reading, decoding, augmentation or target assignment.
-    first_batch = next(iter(task.train_dataset(tf.distribute.InputContext())))
+    train_dataset = trainer._train_dataset  # the job's own stream: seeded, from the trainer's step
+    first_batch = next(iter(train_dataset(tf.distribute.InputContext())))
     feeds = {
-        "real": lambda: iter(strategy.distribute_datasets_from_function(task.train_dataset)),
+        "real": lambda: iter(strategy.distribute_datasets_from_function(train_dataset)),
         "synthetic": lambda: iter(strategy.distribute_datasets_from_function(
             lambda _: tf.data.Dataset.from_tensors(first_batch).repeat())),
     }
@@ -51,7 +52,7 @@ def real_vs_synthetic(task, trainer, strategy, batch: int, steps: int, rounds: i
         return steps * batch / (time.perf_counter() - started)
 
     def pipeline_rate():
-        iterator = iter(task.train_dataset(tf.distribute.InputContext()))
+        iterator = iter(train_dataset(tf.distribute.InputContext()))
         for _ in range(warmup_steps):
             next(iterator)
         started = time.perf_counter()

@@ -35,23 +35,24 @@ def _problem_text(path, index, encoded_count, label_values, num_classes):
 
 
 def build_dataset(files: list[str], *, training: bool, image_size: int, batch_size: int, num_classes: int,
-                  counters: RecordCounters, seed: int | None = None, num_records: int = 0,
+                  counters: RecordCounters, seed: int = 0, skip_records: int = 0, num_records: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
                   image_files: tuple[list[str], list[int]] | None = None,
                   max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
     """Batches of (float32 images [b, s, s, 3] in 0..255, int32 0-based labels [b]).
 
-    training: endless, shuffled, randomly cropped and flipped, full batches only.
+    training: endless, shuffled, randomly cropped and flipped (all from `seed`), full batches only, starting after
+    the first `skip_records` records of the stream (a resumed run).
     evaluation: one deterministic pass over the first `num_records` records (0 = all), centre crop, with a
     third element, per-example weights (0 for padding).
     image_files: (paths, 1-based labels) of image files to read instead of the TFRecord `files`.
     """
     if image_files is None:
-        dataset = record_pipeline.records(files, training=training, seed=seed, num_records=num_records,
-                                          input_context=input_context)
+        dataset = record_pipeline.records(files, training=training, seed=seed, skip_records=skip_records,
+                                          num_records=num_records, input_context=input_context)
     else:
-        dataset = record_pipeline.listed_files(*image_files, training=training, seed=seed, num_records=num_records,
-                                               input_context=input_context)
+        dataset = record_pipeline.listed_files(*image_files, training=training, seed=seed, skip_records=skip_records,
+                                               num_records=num_records, input_context=input_context)
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
 
     def parse(serialized):
@@ -63,16 +64,18 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
         return _problem_text(path, index, tf.size(features[feature_keys.IMAGE]), features[feature_keys.CLASS_LABEL],
                              num_classes)
 
-    def finish(image, features):
+    def finish(image, features, element_seed):
         # Class-folder input: `features` is the 1-based label from the folder name, checked when listed.
         label = features if image_files is not None else features[feature_keys.CLASS_LABEL][0]
-        view = image_ops.augment_for_train if training else image_ops.center_crop_and_resize
-        return view(image, image_size), tf.cast(label - 1, tf.int32)
+        if training:
+            return image_ops.augment_for_train(image, image_size, element_seed), tf.cast(label - 1, tf.int32)
+        return image_ops.center_crop_and_resize(image, image_size), tf.cast(label - 1, tf.int32)
 
     dataset = record_pipeline.decode_counted(
         dataset, parse=parse if image_files is None else None, problem_text=problem_text, finish=finish,
         blank=lambda: (blank, tf.constant(0, tf.int32)), counters=counters, training=training,
-        max_pixels=max_pixels, expected_kinds=EXPECTED_KINDS)
+        max_pixels=max_pixels, expected_kinds=EXPECTED_KINDS, seeds=record_pipeline.stream_seed(seed, input_context),
+        first_position=skip_records)
     if training:
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:

@@ -16,6 +16,8 @@ import math
 
 import tensorflow as tf
 
+from dataloaders.image_ops import SeedStream
+
 FILL = 128.0  # grey, as upstream, for pixels a transform uncovers
 REFERENCE_SIDE = 640.0
 TRANSLATE_FRACTION = 250.0 / REFERENCE_SIDE       # TranslateX_BBox at magnitude 10
@@ -34,8 +36,8 @@ POLICY_V0 = (
 )
 
 
-def _random_sign(value):
-    return tf.where(tf.random.uniform([]) < 0.5, -value, value)
+def _random_sign(value, draws: SeedStream):
+    return tf.where(draws.uniform() < 0.5, -value, value)
 
 
 def _blend(original, other, factor):
@@ -120,17 +122,17 @@ def sharpness(image, factor):
     return _blend(image, interior * smoothed + (1.0 - interior) * image, factor)
 
 
-def cutout(image, half_side):
+def cutout(image, half_side, draws: SeedStream):
     """A grey square of side 2 * half_side centred on a random pixel."""
     shape = tf.shape(image)
-    center_y = tf.random.uniform([], 0, shape[0], tf.int32)
-    center_x = tf.random.uniform([], 0, shape[1], tf.int32)
+    center_y = draws.uniform([], 0, shape[0], tf.int32)
+    center_x = draws.uniform([], 0, shape[1], tf.int32)
     rows, cols = tf.range(shape[0])[:, None], tf.range(shape[1])[None, :]
     inside = (tf.abs(rows - center_y) < half_side) & (tf.abs(cols - center_x) < half_side)
     return tf.where(inside[..., None], FILL, image)
 
 
-def translate_y_only_boxes(image, boxes, pixels, probability):
+def translate_y_only_boxes(image, boxes, pixels, probability, draws: SeedStream):
     """Inside each box (each with `probability`), its content shifted vertically by `pixels`; what comes
     from outside the box is grey, as when upstream shifts the box's crop and pastes it back."""
     shape = tf.shape(image)
@@ -140,40 +142,41 @@ def translate_y_only_boxes(image, boxes, pixels, probability):
     rows = tf.range(shape[0], dtype=tf.float32)[:, None]
     cols = tf.range(shape[1], dtype=tf.float32)[None, :]
 
-    def one_box(masks, box):
+    def one_box(masks, box_and_draw):
         take, grey = masks
+        box, draw = box_and_draw
         top, bottom = tf.round(box[0] * height), tf.round(box[2] * height)
         inside = ((rows >= top) & (rows < bottom) & (cols >= tf.round(box[1] * width)) &
-                  (cols < tf.round(box[3] * width)) & (tf.random.uniform([]) < probability))
+                  (cols < tf.round(box[3] * width)) & (draw < probability))
         source_inside = (rows - pixels >= top) & (rows - pixels < bottom)
         return take | (inside & source_inside), grey | (inside & ~source_inside)
 
     empty = tf.zeros([shape[0], shape[1]], tf.bool)
-    take, grey = tf.foldl(one_box, boxes, initializer=(empty, empty))
+    take, grey = tf.foldl(one_box, (boxes, draws.uniform([tf.shape(boxes)[0]])), initializer=(empty, empty))
     image = tf.where(take[..., None], shifted, image)
     return tf.where(grey[..., None], FILL, image)
 
 
 # --- the policy -------------------------------------------------------------------------------------------
-def apply_operation(name, image, boxes, probability, magnitude):
+def apply_operation(name, image, boxes, probability, magnitude, draws: SeedStream):
     """One named operation (always applied: the caller draws `probability`); returns (image, boxes)."""
     level = magnitude / 10.0
     side = tf.cast(tf.reduce_max(tf.shape(image)[:2]), tf.float32)
     if name == "TranslateX_BBox":
-        return translate_x(image, boxes, tf.round(_random_sign(level * TRANSLATE_FRACTION * side)))
+        return translate_x(image, boxes, tf.round(_random_sign(level * TRANSLATE_FRACTION * side, draws)))
     if name == "TranslateY_Only_BBoxes":
-        pixels = _random_sign(level * BOX_TRANSLATE_FRACTION * side)
-        return translate_y_only_boxes(image, boxes, pixels, probability / 3.0), boxes
+        pixels = _random_sign(level * BOX_TRANSLATE_FRACTION * side, draws)
+        return translate_y_only_boxes(image, boxes, pixels, probability / 3.0, draws), boxes
     if name == "ShearX_BBox":
-        return shear(image, boxes, _random_sign(level * MAX_SHEAR), horizontal=True)
+        return shear(image, boxes, _random_sign(level * MAX_SHEAR, draws), horizontal=True)
     if name == "ShearY_BBox":
-        return shear(image, boxes, _random_sign(level * MAX_SHEAR), horizontal=False)
+        return shear(image, boxes, _random_sign(level * MAX_SHEAR, draws), horizontal=False)
     if name == "Rotate_BBox":
-        return rotate(image, boxes, _random_sign(level * MAX_ROTATE_DEGREES))
+        return rotate(image, boxes, _random_sign(level * MAX_ROTATE_DEGREES, draws))
     if name == "Equalize":
         return equalize(image), boxes
     if name == "Cutout":
-        return cutout(image, tf.cast(level * CUTOUT_FRACTION * side, tf.int32)), boxes
+        return cutout(image, tf.cast(level * CUTOUT_FRACTION * side, tf.int32), draws), boxes
     if name == "Sharpness":
         return sharpness(image, level * 1.8 + 0.1), boxes
     if name == "Color":
@@ -181,9 +184,9 @@ def apply_operation(name, image, boxes, probability, magnitude):
     raise ValueError(f"unknown AutoAugment operation {name}")
 
 
-def distort(image, boxes, policy=POLICY_V0):
-    """float32 image [H, W, 3] in 0..255 and normalized boxes [N, 4] -> both after one random sub-policy.
-    Boxes keep their order and count (the caller drops those left without area)."""
+def distort(image, boxes, draws: SeedStream, policy=POLICY_V0):
+    """float32 image [H, W, 3] in 0..255 and normalized boxes [N, 4] -> both after one random sub-policy, drawn
+    from `draws`. Boxes keep their order and count (the caller drops those left without area)."""
     image = tf.cast(image, tf.float32)
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
 
@@ -192,13 +195,13 @@ def distort(image, boxes, policy=POLICY_V0):
             result_image, result_boxes = image, boxes
             for name, probability, magnitude in operations:
                 def apply(img=result_image, bxs=result_boxes, name=name, p=probability, m=magnitude):
-                    return apply_operation(name, img, bxs, p, m)
+                    return apply_operation(name, img, bxs, p, m, draws)
 
-                result_image, result_boxes = tf.cond(tf.random.uniform([]) < probability, apply,
+                result_image, result_boxes = tf.cond(draws.uniform() < probability, apply,
                                                      lambda img=result_image, bxs=result_boxes: (img, bxs))
             return result_image, result_boxes
         return run
 
-    choice = tf.random.uniform([], 0, len(policy), tf.int32)
+    choice = draws.uniform([], 0, len(policy), tf.int32)
     image, boxes = tf.switch_case(choice, [sub_policy(operations) for operations in policy])
     return tf.ensure_shape(image, [None, None, 3]), boxes

@@ -98,22 +98,23 @@ def _boxes_and_labels(features):
     return boxes, labels, crowd
 
 
-def _train_example(image, features, image_size, padded_size, augment, assign_targets):
-    """The decoded image jittered, cropped and padded, and its anchor targets."""
+def _train_example(image, features, image_size, padded_size, augment, assign_targets, seed):
+    """The decoded image jittered, cropped and padded, and its anchor targets; every draw from `seed` [2]."""
+    draws = image_ops.SeedStream(seed)
     boxes, labels, crowd = _boxes_and_labels(features)
     if augment.auto_augmentation:  # on the decoded image, before flip and jitter, as upstream
-        image, boxes = detection_autoaugment.distort(image, boxes)
+        image, boxes = detection_autoaugment.distort(image, boxes, draws)
     if augment.random_flip:
-        flip = tf.random.uniform([]) < 0.5
+        flip = draws.uniform() < 0.5
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
         boxes = tf.cond(flip, lambda: tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]], -1),
                         lambda: boxes)
-    scale = tf.random.uniform([], augment.scale_min, augment.scale_max)
+    scale = draws.uniform([], augment.scale_min, augment.scale_max)
     image, scaled_size = image_ops.resize_to_fit(image, image_size, scale)
     # A random window of image_size when the jittered image is larger; the whole image otherwise.
     target = tf.constant(image_size, tf.float32)
     room = tf.maximum(scaled_size - target, 0.0)
-    offset = tf.floor(tf.random.uniform([2]) * (room + 1.0))
+    offset = tf.floor(draws.uniform([2]) * (room + 1.0))
     window = tf.minimum(scaled_size, target)
     offset_i, window_i = tf.cast(offset, tf.int32), tf.cast(window, tf.int32)
     image = tf.slice(image, [offset_i[0], offset_i[1], 0], [window_i[0], window_i[1], 3])
@@ -145,7 +146,7 @@ def _eval_example(image, features, image_size, padded_size):
 
 def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded_size: tuple, batch_size: int,
                   num_classes: int, counters: record_pipeline.RecordCounters, augment=None, assign_targets=None,
-                  seed: int | None = None, num_records: int = 0,
+                  seed: int = 0, skip_records: int = 0, num_records: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
                   max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
     """training: endless batches of (images [b, H, W, 3] 0..255, (class targets [b, A], box targets [b, A, 4])).
@@ -154,8 +155,8 @@ def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded
     evaluation: one pass of (images, scaled sizes [b, 2], original sizes [b, 2], boxes [b, G, 4], labels [b, G]
     (0 = padding), crowd [b, G], areas [b, G], weights [b]) batches, G = most boxes in the batch.
     """
-    dataset = record_pipeline.records(files, training=training, seed=seed, num_records=num_records,
-                                      input_context=input_context)
+    dataset = record_pipeline.records(files, training=training, seed=seed, skip_records=skip_records,
+                                      num_records=num_records, input_context=input_context)
     height, width = padded_size
 
     if training:
@@ -167,16 +168,17 @@ def build_dataset(files: list[str], *, training: bool, image_size: tuple, padded
             return (tf.zeros([height, width, 3]), tf.ones([2]), tf.ones([2]), tf.zeros([1, 4]),
                     tf.zeros([1], tf.int32), tf.zeros([1], tf.int32), tf.zeros([1]))
 
-    def finish(image, features):
+    def finish(image, features, element_seed):
         if training:
-            return _train_example(image, features, image_size, padded_size, augment, assign_targets)
+            return _train_example(image, features, image_size, padded_size, augment, assign_targets, element_seed)
         return _eval_example(image, features, image_size, padded_size)
 
     dataset = record_pipeline.decode_counted(
         dataset, parse=_parse, problem_text=lambda path, index, features: _problem_text(path, index, features,
                                                                                        num_classes),
         finish=finish, blank=blank, counters=counters, training=training, max_pixels=max_pixels,
-        expected_kinds=EXPECTED_KINDS)
+        expected_kinds=EXPECTED_KINDS, seeds=record_pipeline.stream_seed(seed, input_context),
+        first_position=skip_records)
     if training:
         dataset = dataset.map(lambda image, classes, boxes: (image, (classes, boxes)))
         dataset = dataset.batch(batch_size, drop_remainder=True)

@@ -84,13 +84,14 @@ def center_crop_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return _resize(image, image_size, image_size)
 
 
-def random_crop_and_resize(image: tf.Tensor, image_size: int,
+def random_crop_and_resize(image: tf.Tensor, image_size: int, seed: tf.Tensor,
                            area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)) -> tf.Tensor:
-    """Inception-style training crop: a random box of 8-100% of the area and 3/4-4/3 aspect, resized."""
+    """Inception-style training crop: a random box of 8-100% of the area and 3/4-4/3 aspect, resized; drawn
+    from the stateless `seed` [2]."""
     shape = tf.shape(image)
     whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape, bounding_boxes=whole_image, min_object_covered=0.1, aspect_ratio_range=aspect_ratio_range,
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=whole_image, seed=seed, min_object_covered=0.1, aspect_ratio_range=aspect_ratio_range,
         area_range=area_range, max_attempts=10, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, size)
     return _resize(image, image_size, image_size)
@@ -101,9 +102,11 @@ def preprocess_for_eval(encoded: tf.Tensor, image_size: int, max_pixels: int = D
     return center_crop_and_resize(decode_rgb(encoded, max_pixels), image_size)
 
 
-def augment_for_train(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Decoded uint8 image -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255."""
-    return tf.image.random_flip_left_right(random_crop_and_resize(image, image_size))
+def augment_for_train(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Decoded uint8 image -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255, the
+    crop and the flip drawn from the stateless `seed` [2]."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    return tf.image.stateless_random_flip_left_right(random_crop_and_resize(image, image_size, crop_seed), flip_seed)
 
 
 # --- detection: the whole image, aspect ratio kept, fitted into the model input and padded -----------------
@@ -133,3 +136,21 @@ def fit_and_pad(encoded: tf.Tensor, image_size, padded_size,
     Detection evaluation and serving; boxes divided by that size are normalised to the original image."""
     image, scaled_size = resize_to_fit(decode_rgb(encoded, max_pixels), image_size)
     return pad_to_size(image, padded_size), scaled_size
+
+
+class SeedStream:
+    """Stateless random draws for one image, all from its seed [2]: each draw site gets its own seed, folded
+    from the image's seed and the site's number (counted as the function is traced, so fixed per graph). The
+    draws depend on the image's seed alone, not on which thread runs them or in what order."""
+
+    def __init__(self, seed: tf.Tensor):
+        self._seed, self._sites = seed, 0
+
+    def next_seed(self) -> tf.Tensor:
+        self._sites += 1
+        return tf.random.experimental.stateless_fold_in(self._seed, self._sites)
+
+    def uniform(self, shape=(), minval=0.0, maxval=None, dtype=tf.float32) -> tf.Tensor:
+        if maxval is None and dtype.is_floating:
+            maxval = 1.0
+        return tf.random.stateless_uniform(shape, self.next_seed(), minval=minval, maxval=maxval, dtype=dtype)

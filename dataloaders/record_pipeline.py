@@ -18,6 +18,7 @@ import concurrent.futures
 import sys
 
 import tensorflow as tf
+from absl import logging
 
 from core import feature_keys
 from core.errors import DATA_ERROR_MARKER, UserInputError
@@ -25,6 +26,9 @@ from core.paths import describe_io_error
 from dataloaders import image_ops, tfrecord_files
 
 SHUFFLE_BUFFER_RECORDS = 1024
+# Training streams are epochs numbered from 0; epoch n shuffles with seed * EPOCH_SEED_STRIDE + n.
+EPOCH_SEED_STRIDE = 1_000_003
+MAX_EPOCHS = 2**40
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_PARALLEL_FILES = 16
 # Bytes of TFRecord framing around each record: length (8), length CRC (4), data CRC (4).
@@ -160,16 +164,18 @@ def _broken_file_problem(path, offset, size, count, lost) -> bytes:
     return (f"{where_}: {what}; re-upload or re-convert this file (an interrupted copy leaves a cut file)").encode()
 
 
-def _records_with_origin(files: tf.data.Dataset, training: bool, num_files: int) -> tf.data.Dataset:
+def _records_with_origin(files: tf.data.Dataset, num_files: int) -> tf.data.Dataset:
+    # In order, training too: a seeded run reads the same sequence whichever file answers first.
     return files.interleave(_read_file, cycle_length=max(1, min(num_files, MAX_PARALLEL_FILES)), block_length=1,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def records(files: list[str], *, training: bool, seed: int | None = None, num_records: int = 0,
-            input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """(path, index, serialized, read problem, records lost) records: endless and shuffled for training, one
-    ordered pass of the first `num_records` (0 = all) for evaluation. A read problem is '' for a record, and
-    the text of a file whose reading stopped early (see _read_file).
+def records(files: list[str], *, training: bool, seed: int = 0, skip_records: int = 0,
+            num_records: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(path, index, serialized, read problem, records lost) records: for training, endless passes (epochs)
+    over the files, each shuffled from the seed and the epoch's number, starting after the stream's first
+    `skip_records`; for evaluation, one ordered pass of the first `num_records` (0 = all). A read problem is ''
+    for a record, and the text of a file whose reading stopped early (see _read_file).
 
     Several workers train on different files when there are enough, else on different records; every worker
     evaluates the whole set (the runtime accounts for the copies).
@@ -180,22 +186,51 @@ def records(files: list[str], *, training: bool, seed: int | None = None, num_re
     file_names = tf.data.Dataset.from_tensor_slices((files, tf.constant(file_sizes(files), tf.int64)))
     if shard_files:
         file_names = file_names.shard(pipelines, pipeline_id)
-    if training:
-        file_names = file_names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = _records_with_origin(file_names, training, len(files))
-    if not training and num_records:
-        dataset = dataset.take(num_records)
-    if training and pipelines > 1 and not shard_files:
-        dataset = dataset.shard(pipelines, pipeline_id)
-    if training:
-        dataset = dataset.shuffle(SHUFFLE_BUFFER_RECORDS, seed=seed, reshuffle_each_iteration=True)
-    return dataset
+    if not training:
+        dataset = _records_with_origin(file_names, len(files))
+        return dataset.take(num_records) if num_records else dataset
+
+    def one_epoch(number):
+        # Each epoch its own order, from the seed and the epoch's number alone: a resumed stream can start at
+        # any epoch without replaying the ones before it.
+        epoch_seed = tf.constant(seed, tf.int64) * EPOCH_SEED_STRIDE + number
+        dataset = _records_with_origin(file_names.shuffle(len(files), seed=epoch_seed), len(files))
+        if pipelines > 1 and not shard_files:
+            dataset = dataset.shard(pipelines, pipeline_id)
+        return dataset.shuffle(SHUFFLE_BUFFER_RECORDS, seed=epoch_seed)
+
+    first_epoch, skip_in_epoch = 0, skip_records
+    if skip_records:
+        per_epoch = _records_per_epoch(files, pipelines, pipeline_id, shard_files)
+        if per_epoch:
+            first_epoch, skip_in_epoch = divmod(skip_records, per_epoch)
+        logging.info("the stream resumes in epoch %d (of %s records) after its first %d records, which are read "
+                     "again but not decoded", first_epoch, per_epoch or "uncounted", skip_in_epoch)
+    # Only read: the skipped records' images are never decoded.
+    return tf.data.Dataset.range(first_epoch, MAX_EPOCHS).flat_map(one_epoch).skip(skip_in_epoch)
+
+
+def _records_per_epoch(files: list[str], pipelines: int, pipeline_id: int, shard_files: bool) -> int | None:
+    """Records one pipeline's epoch holds, counted from the files' framing (no record is parsed); None when a
+    file's framing is damaged (its epoch then also holds an element for the break): the stream is then
+    skipped from its first epoch."""
+    if shard_files:
+        files = files[pipeline_id::pipelines]  # what Dataset.shard keeps
+    try:
+        total = tfrecord_files.count_all_records(files, "training_data_path")
+    except UserInputError as error:
+        logging.warning("cannot count the training records (%s): the resumed stream is read from its start", error)
+        return None
+    if pipelines > 1 and not shard_files:
+        total = (total - pipeline_id + pipelines - 1) // pipelines  # every pipelines-th record, from pipeline_id
+    return total or None
 
 
 def listed_files(paths: list[str], labels: list[int], *, training: bool, seed: int | None = None,
-                 num_records: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                 skip_records: int = 0, num_records: int = 0,
+                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """(path, index, 1-based label, '', 0) of image files listed with their labels (class-folder input),
-    sharded and shuffled as `records` does; the files themselves are read by the caller's decode step."""
+    sharded, shuffled and skipped as `records` does; the files themselves are read by the caller's decode step."""
     count = len(paths)
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths), tf.range(count, dtype=tf.int64),
                                                   tf.constant(labels, tf.int64), tf.fill([count], ""),
@@ -205,7 +240,7 @@ def listed_files(paths: list[str], labels: list[int], *, training: bool, seed: i
     if training:
         if pipelines > 1:
             dataset = dataset.shard(pipelines, pipeline_id)
-        return dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat()
+        return dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat().skip(skip_records)
     return dataset.take(num_records) if num_records else dataset
 
 
@@ -295,9 +330,23 @@ def _reread(path, index, listed: bool):
         (path, index), lambda path_, index_: tf.constant(b""))
 
 
+def element_seed(stream_seed: tf.Tensor, position) -> tf.Tensor:
+    """The stateless seed [2] of the record at `position` of a stream: the same record at the same position
+    gets the same augmentation in every run with that seed, whichever thread decodes it and wherever a
+    resumed run picks the stream up."""
+    return tf.random.experimental.stateless_fold_in(stream_seed, position)
+
+
+def stream_seed(seed: int, input_context: tf.distribute.InputContext | None) -> tf.Tensor:
+    """The base seed [2] of one input pipeline's stream (pipelines of one run draw apart)."""
+    pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+    return tf.constant([seed, pipeline_id], tf.int64)
+
+
 def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, finish, blank,
                    counters: RecordCounters, training: bool, max_pixels: int, expected_kinds: dict | None = None,
-                   image_key: str = feature_keys.IMAGE) -> tf.data.Dataset:
+                   image_key: str = feature_keys.IMAGE, seeds: tf.Tensor | None = None,
+                   first_position: int = 0) -> tf.data.Dataset:
     """Decodes the elements of `records` (or of `listed_files` when `parse` is None) into examples; stops the
     job on a structural problem, with the record's own sentence; skips, counts and logs (with file and record)
     records whose image cannot be decoded and, in training, the unread rest of a broken file.
@@ -305,8 +354,10 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
     parse(serialized) -> features (a dict of tensors; the image bytes under image_key); listed files: the
         payload is the label and the file at `path` is the image.
     problem_text(path, index, features) -> '' when usable, else why not (missing key, label out of range...).
-    finish(uint8 image [h, w, 3], features) -> the example tuple; blank() -> one of the same structure,
-        standing in for a record that is not used.
+    finish(uint8 image [h, w, 3], features, seed) -> the example tuple, its random draws (if any) stateless
+        from `seed` [2] (element_seed of `seeds`, the stream's seed, and the record's position in the stream,
+        which starts at `first_position`: the records a resumed stream skipped); blank() -> one of the same
+        structure, standing in for a record that is not used.
     expected_kinds ({key: 'int64_list', ...}) names a feature of the wrong type when parsing fails.
 
     A record whose parse or decode fails is dropped by ignore_errors, which says nothing about which one it
@@ -321,7 +372,8 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
         end = (tf.constant(""), tf.constant(-1, tf.int64), tf.constant(0, tf.int64) if listed else tf.constant(b""),
                tf.constant(""), tf.constant(0, tf.int64))
         numbered = numbered.concatenate(tf.data.Dataset.from_tensors(end))
-    numbered = numbered.enumerate()
+    numbered = numbered.enumerate(start=first_position)
+    seeds = tf.zeros([2], tf.int64) if seeds is None else seeds
 
     def decode(position, element):
         """(example, problem, skip reason); fails (and is dropped) when the record cannot be parsed or decoded.
@@ -352,7 +404,8 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
         else:
             problem = tf.where(broken_file, read_problem, tf.where(is_end, "", problem))
         usable = usable_element & tf.equal(problem, "") & ~too_large
-        example = tf.cond(usable, lambda: finish(image_ops.decode_rgb(encoded, None), features), blank)
+        example = tf.cond(usable, lambda: finish(image_ops.decode_rgb(encoded, None), features,
+                                                 element_seed(seeds, position)), blank)
         return position, example, problem, reason, lost, is_end
 
     decoded = numbered.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
@@ -416,7 +469,7 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
     def without_flag(example, keep):
         return example
 
-    return decoded.scan(tf.constant(0, tf.int64), accounted).filter(kept).map(without_flag)
+    return decoded.scan(tf.constant(first_position, tf.int64), accounted).filter(kept).map(without_flag)
 
 
 def full_batches_with_weights(dataset: tf.data.Dataset, batch_size: int, blank_example,
@@ -440,6 +493,6 @@ def full_batches_with_weights(dataset: tf.data.Dataset, batch_size: int, blank_e
 
 def finish(dataset: tf.data.Dataset, training: bool) -> tf.data.Dataset:
     options = tf.data.Options()
-    options.deterministic = not training
+    options.deterministic = True  # training too: the same seed gives the same batches (see decode_counted)
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

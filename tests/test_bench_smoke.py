@@ -36,6 +36,14 @@ def test_transfer_bench_reads_time_per_step_from_a_jobs_log(trained_job):
     assert first > 0 and second > 0
 
 
+def test_determinism_bench_reads_the_training_rates_from_a_jobs_log(trained_job):
+    import determinism_bench
+
+    # Logged at steps 1, 50, 100, 150: the first interval after step 1 warms up, so two rates are left.
+    rates = determinism_bench.interval_rates(trained_job["log"])
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
+
+
 def test_converter_bench_builds_distinct_photos_once_and_times_both_sides_at_two_sizes(tmp_path):
     import converter_bench
 

@@ -32,6 +32,7 @@ def _validation_records(pattern):
 def test_training_beats_chance_on_held_out_digits(trained_job):
     accuracies = [float(r["top_1_accuracy"]) for r in trained_job["reports"]]
     # 10 classes: chance is 0.1. This job (150 steps, seed 1) reached 0.83 here; the bound is ~0.8x that.
+    print(f"SEEDED OUTCOME classification top_1_accuracy {accuracies}")
     assert max(accuracies) > 0.65, accuracies
     assert accuracies[-1] > accuracies[0]
 

@@ -46,10 +46,23 @@ def test_the_evaluation_view_is_the_centre_crop_of_the_shorter_side():
 
 def test_training_crops_cover_at_least_8_percent_and_keep_the_size():
     photo = tf.constant(_photo())
-    tf.random.set_seed(0)
-    for _ in range(10):
-        crop = image_ops.random_crop_and_resize(photo, 32)
+    for index in range(10):
+        crop = image_ops.random_crop_and_resize(photo, 32, tf.constant([0, index], tf.int64))
         assert crop.shape == (32, 32, 3) and 0 <= float(tf.reduce_min(crop)) and float(tf.reduce_max(crop)) <= 255
+
+
+def test_training_views_are_a_function_of_the_seed_alone():
+    """The same seed gives the same crop and flip (in any thread, in any run); other seeds give other views."""
+    photo = tf.constant(_photo())
+    views = [image_ops.augment_for_train(photo, 32, tf.constant([7, index], tf.int64)).numpy() for index in range(6)]
+    again = image_ops.augment_for_train(photo, 32, tf.constant([7, 0], tf.int64)).numpy()
+    np.testing.assert_array_equal(views[0], again)
+    assert len({view.tobytes() for view in views}) == 6, "each seed its own view"
+    # In a parallel map, each element's view depends on its seed only, not on the order the threads run.
+    seeds = tf.constant([[7, index] for index in range(6)], tf.int64)
+    mapped = tf.data.Dataset.from_tensor_slices(seeds).map(
+        lambda seed: image_ops.augment_for_train(photo, 32, seed), num_parallel_calls=4, deterministic=False)
+    assert sorted(view.numpy().tobytes() for view in mapped) == sorted(view.tobytes() for view in views)
 
 
 def test_detection_fit_keeps_the_aspect_ratio_and_pads_with_the_mean():

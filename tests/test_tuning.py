@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,11 +19,13 @@ import pytest
 import yaml
 
 from core.errors import UserInputError
+from core.seeds import derive_seed
 from tests.conftest import REPO, refusing_address
 from tuning import spec as tuning_spec
 from tuning.tuner import suggest
 
-TINY = ["--num_classes=10", "--model_type=resnet-18", "--image_size=32", "--train_batch_size=32", "--seed=1",
+# No --seed: each trial gets its own, derived from the study seed and its number.
+TINY = ["--num_classes=10", "--model_type=resnet-18", "--image_size=32", "--train_batch_size=32",
         "--log_every_steps=10"]
 
 
@@ -75,6 +78,12 @@ def test_a_two_parameter_sweep_runs_three_trials_two_at_once_and_names_the_best(
     assert [(r["trial"], r["state"]) for r in rows] == [("1", "COMPLETE"), ("2", "COMPLETE"), ("3", "COMPLETE")]
     assert all(0.0005 <= float(r["initial_learning_rate"]) <= 0.01 and r["optimizer_type"] in ("adam", "rmsprop")
                for r in rows)
+    # Each trial trained with a seed derived from the study seed (tune --seed=3) and its number, recorded.
+    assert "tuning: study seed 3 (from --seed)" in result.stdout
+    assert [int(r["seed"]) for r in rows] == [derive_seed(3, trial) for trial in (1, 2, 3)]
+    for trial in (1, 2, 3):
+        log = (job / "tuning" / f"trial_{trial}" / "log.txt").read_text()
+        assert f"seed {derive_seed(3, trial)} (from --seed), op determinism on" in log
     # The best named is the highest value any trial wrote to its hypertune file.
     best_per_trial = {t: max(_hypertune_values(job, t)) for t in (1, 2, 3)}
     best_trial = max(best_per_trial, key=best_per_trial.get)
@@ -92,10 +101,14 @@ def test_a_diverging_learning_rate_fails_its_trial_and_is_never_the_best(digits,
                           "parameters": [{"parameterId": "initial_learning_rate",
                                           "discreteValueSpec": {"values": [0.002, 1.0e12]}}]},
             "maxTrialCount": 4, "parallelTrialCount": 1}
-    result = _tune(tmp_path, spec, digits, ["--max_steps=20", "--train_steps_per_eval=10", "--optimizer_type=momentum"])
+    result = _tune(tmp_path, spec, digits, ["--max_steps=20", "--train_steps_per_eval=10", "--optimizer_type=momentum",
+                                            "--seed=1"])
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "the grid has 2 points" in result.stdout
     rows = {float(r["initial_learning_rate"]): r for r in _trials_csv(tmp_path / "job")}
+    # A --seed among the training flags: every trial trains with it (the study seed was drawn).
+    assert re.search(r"tuning: study seed \d+ \(drawn\); trial n trains with --seed=1 \(from the training flags", result.stdout)
+    assert [r["seed"] for r in rows.values()] == ["1", "1"]
     assert rows[1.0e12]["state"] == "FAIL" and rows[0.002]["state"] == "COMPLETE"
     diverged = next(line for line in result.stdout.splitlines() if "FAILED" in line)
     assert "diverged" in diverged, diverged

@@ -27,6 +27,7 @@ def rows(trials: list, spec: TuningSpec, metric: str, job_dir: str) -> list[dict
             "step": best_step if best_step is not None else "",
             "evaluations": len(reported),
             "duration_s": trial.user_attrs.get("duration_s", ""),
+            "seed": trial.user_attrs.get("seed", ""),
             "model_dir": f"{job_dir}/model/trial_{trial.number + 1}" if reported else "",
         })
         table.append(row)
@@ -35,7 +36,7 @@ def rows(trials: list, spec: TuningSpec, metric: str, job_dir: str) -> list[dict
 
 def write(trials: list, spec: TuningSpec, metric: str, job_dir: str, directory: str, study_name: str) -> None:
     table = rows(trials, spec, metric, job_dir)
-    columns = ["trial", "state", *(p.name for p in spec.params), metric, "step", "evaluations", "duration_s",
+    columns = ["trial", "state", *(p.name for p in spec.params), metric, "step", "evaluations", "duration_s", "seed",
                "model_dir"]
     _atomic_write(os.path.join(directory, "trials.csv"), lambda handle: _csv(handle, columns, table))
     figures = _figures(trials, spec, metric)

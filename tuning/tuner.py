@@ -33,6 +33,7 @@ import warnings
 from absl import flags, logging
 
 from core.errors import UserInputError
+from core.seeds import derive_seed, draw_seed
 from tuning import results
 from tuning.spec import Param, TuningSpec, load
 
@@ -57,7 +58,10 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("parallel_trials", None, "Trials at once; default the spec's maxParallelTrials / "
                          "parallelTrialCount.", flag_values=fv)
     flags.DEFINE_string("study_name", "tuning", "Name of the study in the storage.", flag_values=fv)
-    flags.DEFINE_integer("seed", None, "Seed of the sampler (reproducible sweeps).", flag_values=fv)
+    flags.DEFINE_integer("seed", None, "Seed of the study: the sampler's, and each trial's --seed is derived from it "
+                         "and the trial's number (recorded in trials.csv). Default: drawn once and kept with the "
+                         "study. A --seed among the training flags gives every trial that same seed instead.",
+                         flag_values=fv)
 
 
 @dataclasses.dataclass
@@ -109,6 +113,7 @@ class Tuner:
         self.remote = "://" in self.job_dir
         self.spec: TuningSpec = load(fv.config, _read_text)
         self.training_flags = training_flags
+        self.fixed_trial_seed = _seed_among(training_flags)
         self.parallel = fv.parallel_trials or self.spec.max_parallel_trials
         if self.parallel < 1:
             raise UserInputError(f"--parallel_trials={self.parallel} must be at least 1")
@@ -148,9 +153,33 @@ class Tuner:
                                  f"reports {metric}")
         return metric
 
-    def _trial_argv(self, values: dict) -> list[str]:
-        return [*self.training_flags, f"--job-dir={self.job_dir}",
+    def _trial_argv(self, values: dict, seed: int | None = None) -> list[str]:
+        seeds = [f"--seed={seed}"] if seed is not None and self.fixed_trial_seed is None else []
+        return [*self.training_flags, f"--job-dir={self.job_dir}", *seeds,
                 *(f"--{name}={_flag_text(value)}" for name, value in values.items())]
+
+    def _study_seed(self) -> int:
+        """--seed, else the seed this study recorded when it started, else a new one (recorded)."""
+        recorded = self.study.user_attrs.get("study_seed")
+        seed, how = self.fv.seed, "from --seed"
+        if seed is None:
+            seed, how = (recorded, "recorded with the study") if recorded is not None else (draw_seed(), "drawn")
+        if recorded is None:
+            self.study.set_user_attr("study_seed", seed)
+            if self.fv.seed is None:  # tuners starting one shared study together: the last one's draw holds
+                seed = self.study.user_attrs.get("study_seed", seed)
+        elif recorded != seed:
+            print(f"tuning: --seed={seed} differs from the seed the study started with ({recorded}): new trials "
+                  "derive their seeds from it", flush=True)
+        print(f"tuning: study seed {seed} ({how}); trial n trains with --seed=" + (
+            f"{self.fixed_trial_seed} (from the training flags, every trial)" if self.fixed_trial_seed is not None
+            else "derived from the study seed and n (trials.csv)"), flush=True)
+        return seed
+
+    def trial_seed(self, number: int) -> int:
+        if self.fixed_trial_seed is not None:
+            return self.fixed_trial_seed
+        return derive_seed(self.study_seed, number)
 
     def _open_study(self):
         import optuna
@@ -212,6 +241,7 @@ class Tuner:
               f"({'max' if self.spec.maximize else 'min'}imize), early stopping "
               f"{'on' if self.spec.early_stopping else 'off'}; study {self.fv.study_name} in "
               f"{_redacted(self.fv.storage) if self.fv.storage else self.study_file}", flush=True)
+        self.study_seed = self._study_seed()
         failed_out = None
         try:
             while True:
@@ -344,7 +374,9 @@ class Tuner:
         with open(log_file, "a") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} trial {number}: {json.dumps(values)}\n")
             log.flush()
-            process = subprocess.Popen([sys.executable, ENTRYPOINT, *self._trial_argv(values)], stdout=log,
+            seed = self.trial_seed(number)
+            trial.set_user_attr("seed", seed)
+            process = subprocess.Popen([sys.executable, ENTRYPOINT, *self._trial_argv(values, seed)], stdout=log,
                                        stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
                                        start_new_session=True)
         running[number] = RunningTrial(trial, number, values, process, metrics_file, log_file, time.time(),
@@ -583,3 +615,13 @@ def _quiet_logs():
         yield
     finally:
         logging.set_verbosity(verbosity)
+
+
+def _seed_among(training_flags: list[str]) -> int | None:
+    for arg in training_flags:
+        if arg.startswith("--seed="):
+            try:
+                return int(arg.split("=", 1)[1].strip("'\""))
+            except ValueError:
+                raise UserInputError(f"{arg}: the seed must be an integer") from None
+    return None

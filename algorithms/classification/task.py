@@ -197,12 +197,12 @@ class ClassificationTask(Task):
                          checkpoint_prefix, self.config.num_classes)
 
     # --- data --------------------------------------------------------------------------------------------
-    def train_dataset(self, input_context):
+    def train_dataset(self, input_context, start):
         return classification_input.build_dataset(
             self.train_files, image_files=self.train_images, training=True, image_size=self.params.image_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
-            num_classes=self.config.num_classes, counters=self.train_counters, seed=self.config.seed,
-            input_context=input_context, max_pixels=self.config.max_image_pixels)
+            num_classes=self.config.num_classes, counters=self.train_counters, seed=start.seed,
+            skip_records=start.skip_records, input_context=input_context, max_pixels=self.config.max_image_pixels)
 
     def eval_dataset(self, input_context):
         return classification_input.build_dataset(

@@ -79,7 +79,7 @@ class DetectionTask(Task):
     def _assign_targets(self, boxes, labels_1_based):
         return anchor_ops.assign_targets(tf.constant(self.anchors), boxes, labels_1_based)
 
-    def train_dataset(self, input_context):
+    def train_dataset(self, input_context, start):
         p = self.params
         augment = types.SimpleNamespace(random_flip=p.random_flip, scale_min=p.scale_min, scale_max=p.scale_max,
                                         max_boxes=p.max_boxes_in_training, auto_augmentation=p.auto_augmentation)
@@ -87,8 +87,8 @@ class DetectionTask(Task):
             self.train_files, training=True, image_size=p.image_size, padded_size=p.padded_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
             num_classes=self.config.num_classes, counters=self.train_counters, augment=augment,
-            assign_targets=self._assign_targets, seed=self.config.seed, input_context=input_context,
-            max_pixels=self.config.max_image_pixels)
+            assign_targets=self._assign_targets, seed=start.seed, skip_records=start.skip_records,
+            input_context=input_context, max_pixels=self.config.max_image_pixels)
 
     def eval_dataset(self, input_context):
         return detection_input.build_dataset(

@@ -59,7 +59,8 @@ class JobConfig:
     pretrained_checkpoint_path: str | None
     max_bad_image_fraction: float
     max_image_pixels: int
-    seed: int
+    seed: int | None  # --seed; None: the runtime uses the job's recorded seed or draws one (reproducibility.py)
+    deterministic_ops: str  # auto | true | false
     distribution_strategy: str
     mixed_precision: str
     labels_file: str | None

@@ -8,6 +8,7 @@ from algorithms.runtime.config import JobConfig, OptimizerConfig, ScheduleConfig
 from algorithms.runtime.optimizers import OPTIMIZER_TYPES, parse_optimizer_config
 from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
 from core.errors import UserInputError
+from core.seeds import MAX_SEED
 from dataloaders.image_ops import DEFAULT_MAX_IMAGE_PIXELS
 
 TASKS = ("classification", "detection")
@@ -44,7 +45,8 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("mixed_precision", "auto", "auto (float16 on tensor-core GPUs, bfloat16 on TPUs, off on CPUs), true, false, float16 or bfloat16.", flag_values=fv)
     flags.DEFINE_string("labels_file", None, "Class names, one per line (line i = label i); default: labels.txt next to the training data.", flag_values=fv)
     flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many evaluations without a better metric; 0 = never.", flag_values=fv)
-    flags.DEFINE_integer("seed", None, "Seed for shuffling and augmentation; default: random.", flag_values=fv)
+    flags.DEFINE_integer("seed", None, "Seed of the run: initial weights, dropout, data order and augmentation; the same command with the same seed gives the same model on the same machine. Default: the job's recorded seed when it resumes, else one drawn, logged and recorded in the checkpoint dir (seed.json).", flag_values=fv)
+    flags.DEFINE_enum("deterministic_ops", "auto", ("auto", "true", "false"), "TensorFlow's op determinism (repeatable ops, e.g. GPU reductions): auto = on when --seed is given.", flag_values=fv)
 
 
 def parse_number_list(text: str, flag: str, kind=float) -> tuple:
@@ -89,6 +91,8 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         raise UserInputError(f"--num_eval_images={fv.num_eval_images} must be >= 0 (0 = all validation images)")
     if fv.early_stopping_patience < 0:
         raise UserInputError(f"--early_stopping_patience={fv.early_stopping_patience} must be >= 0 (0 = off)")
+    if fv.seed is not None and not 0 <= fv.seed <= MAX_SEED:
+        raise UserInputError(f"--seed={fv.seed} must be in 0..{MAX_SEED}")
     if fv.weight_decay < 0:
         raise UserInputError(f"--weight_decay={fv.weight_decay} must be >= 0")
     if fv.max_image_pixels < 1:
@@ -133,6 +137,7 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         train_steps_per_eval=fv.train_steps_per_eval, log_every_steps=fv.log_every_steps,
         weight_decay=fv.weight_decay, pretrained_checkpoint_path=fv.pretrained_checkpoint_path or None,
         max_bad_image_fraction=fv.max_bad_image_fraction, max_image_pixels=fv.max_image_pixels, seed=fv.seed,
+        deterministic_ops=fv.deterministic_ops,
         distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
         mixed_precision=(fv.mixed_precision or "auto").strip().lower(),
         labels_file=fv.labels_file or None, early_stopping_patience=fv.early_stopping_patience, schedule=schedule, optimizer=optimizer,

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from algorithms.runtime.config import JobConfig
+from algorithms.runtime.reproducibility import StreamStart
 from core import feature_keys
 from core.errors import UserInputError
 from dataloaders import labels, record_pipeline, tfrecord_files
@@ -119,8 +120,9 @@ class Task(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        """Endless per-replica batches for training."""
+    def train_dataset(self, input_context: tf.distribute.InputContext, start: StreamStart) -> tf.data.Dataset:
+        """Endless per-replica batches for training: shuffled and augmented from start.seed, after the first
+        start.skip_records records of the stream."""
 
     @abc.abstractmethod
     def eval_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:

@@ -16,7 +16,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime import hypertune_reporter, precision
+from algorithms.runtime import hypertune_reporter, precision, reproducibility
 from algorithms.runtime.checkpoints import (
     CHECKPOINT_PREFIX,
     checkpoints_on_disk,
@@ -90,6 +90,10 @@ class Trainer:
         self.chief = is_chief()
         self.worker_checkpoint_dir = worker_checkpoint_dir
         self._eval_data = None
+        # Before any variable exists: the initial weights and dropout's seed generators come from the seed.
+        self.run_seed = reproducibility.resolve_seed(config.seed, config.deterministic_ops, layout.checkpoint_dir,
+                                                     self.chief)
+        reproducibility.seed_everything(self.run_seed)
         self.policy = precision.policy_for(config.mixed_precision, strategy)
         logging.info("precision: %s", self.policy)
         with self.strategy.scope(), precision.global_policy(self.policy):
@@ -358,7 +362,8 @@ class Trainer:
             figures, tables = {}, {}
         summary = {f"best {self.task.metric_name}": f"{self.best_metric.numpy():.4f}",
                    "best step": int(self.best_step.numpy()), "final step": self.step,
-                   "model": self.layout.model_dir, "this run took": _duration(time.time() - started)}
+                   "model": self.layout.model_dir, "seed": f"{self.run_seed.seed} ({self.run_seed.source})",
+                   "this run took": _duration(time.time() - started)}
         pngs = self.report.finish(summary, figures, tables)
         try:  # the same figures in TensorBoard's Images tab (sample predictions, confusion matrix, curves)
             with self.summaries.as_default(step=self.step):
@@ -408,8 +413,16 @@ class Trainer:
                      self.best_step.numpy())
         return True
 
+    def _train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """The training stream from where this run starts: a resumed run skips the records an uninterrupted
+        one would have trained on, so it sees the same records with the same augmentation from here on."""
+        skip = reproducibility.records_already_trained(self.step, self.config.train_batch_size, input_context)
+        if skip:
+            logging.info("resuming the training stream after the %d records of steps 0..%d", skip, self.step - 1)
+        return self.task.train_dataset(input_context, reproducibility.StreamStart(self.run_seed.seed, skip))
+
     def _train(self, config: JobConfig, stop: StopSignals):
-        dataset = self.strategy.distribute_datasets_from_function(self.task.train_dataset)
+        dataset = self.strategy.distribute_datasets_from_function(self._train_dataset)
         iterator = iter(dataset)
         losses, metrics = [], {}
         start_step, started = self.step, time.time()
@@ -500,7 +513,9 @@ def _job_id() -> str:
 
 
 def train(task: Task, config: JobConfig) -> RunSummary:
-    # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime.
+    # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime;
+    # only the threading of op determinism must be set before it.
+    reproducibility.configure_deterministic_ops(config.seed, config.deterministic_ops)
     strategy = choose_strategy(config.distribution_strategy)
     task.preflight()
     layout = config.output_layout or JobLayout.create(config.job_dir)
