@@ -56,6 +56,7 @@ demo-detection: venv
 
 # Whole test files per worker (--dist loadfile): a file's module fixtures (the GCS emulator, a finished job)
 # are built once. Much of the suite waits on process start-up and storage, so two workers gain even on 2 cores.
+# Files are handed out longest first (tests/conftest.py), not by their number of tests (xdist's default).
 TEST_WORKERS ?= 2
 # PostgreSQL for the shared-study tuning test (Debian's package; the test starts its own server on a free port).
 test-services:
@@ -63,7 +64,7 @@ test-services:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 
 test: venv test-services
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 bench: venv
 	$(PY) bench/input_pipeline_bench.py

@@ -29,6 +29,7 @@ SHUFFLE_BUFFER_RECORDS = 1024
 # Training streams are epochs numbered from 0; epoch n shuffles with seed * EPOCH_SEED_STRIDE + n.
 EPOCH_SEED_STRIDE = 1_000_003
 MAX_EPOCHS = 2**40
+EPOCH_GRAPH_SEED = 1
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_PARALLEL_FILES = 16
 # Bytes of TFRecord framing around each record: length (8), length CRC (4), data CRC (4).
@@ -194,6 +195,10 @@ def records(files: list[str], *, training: bool, seed: int = 0, skip_records: in
         # Each epoch its own order, from the seed and the epoch's number alone: a resumed stream can start at
         # any epoch without replaying the ones before it.
         epoch_seed = tf.constant(seed, tf.int64) * EPOCH_SEED_STRIDE + number
+        # The shuffles' other seed is this function graph's, which TensorFlow copies from the global seed
+        # (--seed): a fixed one keeps the order a function of epoch_seed alone, and a global seed of 0 would
+        # make TensorFlow test the tensor epoch_seed as a Python bool (--seed=0 failed to start).
+        tf.random.set_seed(EPOCH_GRAPH_SEED)
         dataset = _records_with_origin(file_names.shuffle(len(files), seed=epoch_seed), len(files))
         if pipelines > 1 and not shard_files:
             dataset = dataset.shard(pipelines, pipeline_id)

@@ -1,5 +1,7 @@
 """Shared fixtures: a real-image dataset (scikit-learn digit scans) and one real training job on it."""
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -47,9 +49,34 @@ def run_entrypoint(args, env_extra=None, timeout=300):
                           text=True, env=env, timeout=timeout, cwd=REPO)
 
 
+@contextlib.contextmanager
+def once_per_run(tmp_path_factory, name: str):
+    """The file where a session fixture's result is kept for every pytest-xdist worker of this run, held under a
+    lock: the first worker to get here produces it, the others wait and read it (its job dir is only read).
+    Without xdist, a file of this session's own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
+    else:
+        shared = tmp_path_factory.getbasetemp()
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield shared / f"{name}.json"
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def trained_job(digits, tmp_path_factory):
-    """One 150-step job through the real command line, evaluating every 50 steps."""
+    """One 150-step job through the real command line, evaluating every 50 steps; trained once per run (both
+    test workers read it)."""
+    with once_per_run(tmp_path_factory, "trained_job") as kept:
+        if not kept.exists():
+            kept.write_text(json.dumps(_train_job(digits, tmp_path_factory)))
+        return json.loads(kept.read_text())
+
+
+def _train_job(digits, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("job")
     job_dir, metrics_file = str(root / "job"), str(root / "hypertune" / "output.metrics")
     args = [f"--training_data_path={digits['train']}", f"--validation_data_path={digits['validation']}",
@@ -61,3 +88,16 @@ def trained_job(digits, tmp_path_factory):
         reports = [json.loads(line) for line in handle if line.strip()]
     return {"job_dir": job_dir, "model_dir": os.path.join(job_dir, "model"), "log": result.stderr,
             "reports": reports, "args": args}
+
+
+# The longest files first (their summed durations in `make test` on 2 cores), the rest in their own order: with
+# whole files per worker (make test runs `--dist loadfile --no-loadscope-reorder`), a long file handed out last
+# keeps one worker busy long after the other has finished.
+LONGEST_FILES_FIRST = ("test_detection_end_to_end.py", "test_fault_tolerance.py", "test_tuning.py",
+                       "test_transfer_learning.py", "test_gcs.py", "test_reproducibility.py",
+                       "test_resume_and_trials.py", "test_platforms.py", "test_strategies.py", "test_converters.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order

@@ -31,7 +31,8 @@ def _validation_records(pattern):
 
 def test_training_beats_chance_on_held_out_digits(trained_job):
     accuracies = [float(r["top_1_accuracy"]) for r in trained_job["reports"]]
-    # 10 classes: chance is 0.1. This job (150 steps, seed 1) reached 0.83 here; the bound is ~0.8x that.
+    # 10 classes: chance is 0.1. Seeded (--seed=1), this job gives the same accuracies on every run on a machine:
+    # 0.415, 0.763, 0.819 (2-core AMD EPYC). The bound is 0.8x the best, a margin for other CPUs' last bits.
     print(f"SEEDED OUTCOME classification top_1_accuracy {accuracies}")
     assert max(accuracies) > 0.65, accuracies
     assert accuracies[-1] > accuracies[0]

@@ -66,24 +66,26 @@ def _copy(job_dir, tmp_path) -> str:
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_there(digits, tmp_path, signal_number):
     job_dir = str(tmp_path / "job")
-    args = _args(digits, job_dir, 100, "--train_steps_per_eval=50", "--log_every_steps=5")
+    args = _args(digits, job_dir, 60, "--train_steps_per_eval=30", "--log_every_steps=5")
     process = subprocess.Popen([sys.executable, os.path.join(REPO, "entrypoint.py"), *args], cwd=REPO,
                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    log = []
+    log, saved_after = [], None
     for line in process.stderr:
         log.append(line)
-        if " step 15/100 " in line:
-            break
-    sent = time.monotonic()
-    process.send_signal(signal_number)
+        if " step 15/60 " in line:
+            sent = time.monotonic()
+            process.send_signal(signal_number)
+        if " checkpoint " in line and " saved." in line:
+            saved_after = time.monotonic() - sent
     stdout, rest = process.communicate(timeout=60)
-    seconds = time.monotonic() - sent
     log = "".join(log) + rest
     assert process.returncode == 128 + signal_number, log[-3000:]
-    assert seconds < 20, f"took {seconds:.1f} s to stop; platforms kill after 30 s"
+    # What the grace period must cover: the signal to the checkpoint on disk (the step under way finishes first).
+    # The process's own exit after it is not timed: on a loaded machine it can take seconds more.
+    assert saved_after is not None and saved_after < 20, f"took {saved_after} s to save; platforms kill after 30 s"
     stopped = [line for line in log.splitlines() if line.startswith("STOPPED: ")]
     (step,) = _checkpoint_steps(job_dir)
-    assert 15 <= step < 50, step
+    assert 15 <= step < 30, step
     assert stopped == [f"STOPPED: stopped by {signal.Signals(signal_number).name} at step {step}; checkpoint "
                        f"{job_dir}/checkpoints/ckpt-{step} saved. Run the same command again to resume from it"]
     assert not os.path.exists(os.path.join(job_dir, "model")), "nothing half-done: no evaluation ran, no model"
@@ -93,8 +95,8 @@ def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_there(digits
     rerun = run_entrypoint(args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resumed from {job_dir}/checkpoints/ckpt-{step} at step {step}" in rerun.stderr
-    assert f"training classification from step {step} to 100" in rerun.stderr
-    assert _exported_step(job_dir) in (50, 100) and np.isfinite(_served_probabilities(f"{job_dir}/model", digits)).all()
+    assert f"training classification from step {step} to 60" in rerun.stderr
+    assert _exported_step(job_dir) in (30, 60) and np.isfinite(_served_probabilities(f"{job_dir}/model", digits)).all()
 
 
 def test_a_second_process_with_the_same_trial_fails_at_once_naming_the_first(digits, tmp_path):

@@ -179,18 +179,18 @@ def test_the_tpu_resnet_command_line_trains_a_resnet18_and_exports_a_timestamped
 
     data = build_digits(str(tmp_path / "data"), image_size=32, validation_fraction=0.45, num_classes=5)
     out = tmp_path / "trained"
-    # Seed 002's line with local paths; only --train_steps/--steps_per_eval are cut (1000/250 -> 30/15) and
+    # Seed 002's line with local paths; only --train_steps/--steps_per_eval are cut (1000/250 -> 10/5) and
     # --image_size=32 added, so it runs in seconds on a CPU.
     result = run_entrypoint([
         f"--data_dir={tmp_path / 'data'}", f"--model_dir={out}", "--resnet_depth=18", "--train_batch_size=128",
-        "--eval_batch_size=32", "--skip_host_call=True", "--steps_per_eval=15", "--train_steps=30",
+        "--eval_batch_size=32", "--skip_host_call=True", "--steps_per_eval=5", "--train_steps=10",
         f"--num_train_images={data['num_train']}", "--num_eval_images=370", "--num_label_classes=5",
         f"--export_dir={out}/export", "--image_size=32"])
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr
     assert "task: classification (chosen by image/class/label in the first record" in log
     assert "accepted and ignored (they configure a TPU runtime): --skip_host_call=True" in log
-    assert "training classification from step 0 to 30, batch 128, evaluating every 15 steps" in log
+    assert "training classification from step 0 to 10, batch 128, evaluating every 5 steps" in log
     assert "eval_images=370" in log
     (version,) = os.listdir(out / "export")
     assert re.fullmatch(r"\d{10}", version), version  # the deploy step takes `gsutil ls .../export/ | tail -1`

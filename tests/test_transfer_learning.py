@@ -87,10 +87,11 @@ def test_frozen_backbone_stays_bit_identical_and_the_new_head_learns(parity, pre
     for path, value in backbone.items():
         np.testing.assert_array_equal(exported[path], value, err_msg=path)  # bit-identical, BatchNorm stats too
     assert exported["image_classifier/logits/kernel"].shape == (512, 2)
-    # Seen 0.71-0.8 (the source model's own training varies run to run); chance is 0.5. The bound is ~0.87x the
-    # lowest, kept from before: 0.8x (0.57) would loosen it.
+    # Chance is 0.5. Seeded (the source job and this one: --seed=1), every source gives 0.8719 on every run on a
+    # machine (2-core AMD EPYC). Another CPU's last bits send training elsewhere, as another seed would: unseeded
+    # runs spanned 0.618-0.8 on other machines, so the bound (0.58, 0.67x the seeded value) sits under all of that.
     print(f"SEEDED OUTCOME frozen {source} {_accuracy(result)}")
-    assert _accuracy(result) > 0.62, "a linear head on digit features tells odd from even above chance"
+    assert _accuracy(result) > 0.58, "a linear head on digit features tells odd from even above chance"
     assert "training the head only (backbone frozen)" in result.stderr
 
 

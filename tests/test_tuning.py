@@ -102,11 +102,11 @@ def test_a_diverging_learning_rate_fails_its_trial_and_is_never_the_best(digits,
                                           "discreteValueSpec": {"values": [0.002, 1.0e12]}}]},
             "maxTrialCount": 4, "parallelTrialCount": 1}
     result = _tune(tmp_path, spec, digits, ["--max_steps=20", "--train_steps_per_eval=10", "--optimizer_type=momentum",
-                                            "--seed=1"])
+                                            "--seed", "1"])
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "the grid has 2 points" in result.stdout
     rows = {float(r["initial_learning_rate"]): r for r in _trials_csv(tmp_path / "job")}
-    # A --seed among the training flags: every trial trains with it (the study seed was drawn).
+    # A --seed among the training flags (either spelling): every trial trains with it (the study seed was drawn).
     assert re.search(r"tuning: study seed \d+ \(drawn\); trial n trains with --seed=1 \(from the training flags", result.stdout)
     assert [r["seed"] for r in rows.values()] == ["1", "1"]
     assert rows[1.0e12]["state"] == "FAIL" and rows[0.002]["state"] == "COMPLETE"

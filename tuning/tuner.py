@@ -113,11 +113,11 @@ class Tuner:
         self.remote = "://" in self.job_dir
         self.spec: TuningSpec = load(fv.config, _read_text)
         self.training_flags = training_flags
-        self.fixed_trial_seed = _seed_among(training_flags)
         self.parallel = fv.parallel_trials or self.spec.max_parallel_trials
         if self.parallel < 1:
             raise UserInputError(f"--parallel_trials={self.parallel} must be at least 1")
-        self.metric = self._check_flags()
+        self.fixed_trial_seed: int | None = None
+        self.metric, self.fixed_trial_seed = self._check_flags()
         # Local state: the trials' hypertune files and logs (and the SQLite study of a gs:// job dir).
         self.local_dir = (os.path.join(self.job_dir, "tuning") if not self.remote else os.path.join(
             tempfile.gettempdir(), "tuning-" + hashlib.sha1(self.job_dir.encode()).hexdigest()[:12]))
@@ -127,9 +127,10 @@ class Tuner:
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
-    def _check_flags(self) -> str:
+    def _check_flags(self) -> tuple[str, int | None]:
         """The swept names must be training flags not also fixed on the command line; the job's own parse
-        (routing, data, flags) runs once here, with the first value of each parameter, before any trial."""
+        (routing, data, flags) runs once here, with the first value of each parameter, before any trial.
+        Returns the metric, and the seed the training flags fix for every trial (None: each trial's own)."""
         from algorithms import registry
 
         known = set(registry.new_flag_values())
@@ -151,7 +152,7 @@ class Tuner:
         if self.spec.metric and self.spec.metric != metric:
             raise UserInputError(f"the tuning spec's metric tag is {self.spec.metric}, but a {config.task} job "
                                  f"reports {metric}")
-        return metric
+        return metric, config.seed
 
     def _trial_argv(self, values: dict, seed: int | None = None) -> list[str]:
         seeds = [f"--seed={seed}"] if seed is not None and self.fixed_trial_seed is None else []
@@ -615,13 +616,3 @@ def _quiet_logs():
         yield
     finally:
         logging.set_verbosity(verbosity)
-
-
-def _seed_among(training_flags: list[str]) -> int | None:
-    for arg in training_flags:
-        if arg.startswith("--seed="):
-            try:
-                return int(arg.split("=", 1)[1].strip("'\""))
-            except ValueError:
-                raise UserInputError(f"{arg}: the seed must be an integer") from None
-    return None
