@@ -53,7 +53,8 @@ def run_entrypoint(args, env_extra=None, timeout=300):
 def once_per_run(tmp_path_factory, name: str):
     """The file where a session fixture's result is kept for every pytest-xdist worker of this run, held under a
     lock: the first worker to get here produces it, the others wait and read it (its job dir is only read).
-    Without xdist, a file of this session's own."""
+    Without xdist, a file of this session's own. The producer's job dir outlives that worker: xdist hands each
+    worker its basetemp, which pytest then leaves for the controller to remove at the end of the run."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
     else:
