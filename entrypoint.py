@@ -90,4 +90,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from algorithms.runtime import cpu_kernels
+
+    cpu_kernels.choose(sys.argv[1:])  # before TensorFlow loads; only here, so a main() called in-process sets nothing
     sys.exit(main(sys.argv[1:]))

@@ -17,7 +17,7 @@ from algorithms.runtime import flag_aliases
 from algorithms.runtime import flags as shared_flags
 from algorithms.runtime.config import JobConfig, TrainingDefaults
 from core import feature_keys
-from core.errors import UserInputError
+from core.errors import UserInputError, nearest
 
 DETECTION_ONLY_FLAGS = detection_flags.DETECTION_ONLY_FLAGS
 
@@ -156,6 +156,19 @@ def _resolve_sizes(fv: flags.FlagValues, given: set[str], data) -> None:
                  fv.train_batch_size, fv.max_steps)
 
 
+def _refuse_unknown(leftover: list[str], fv: flags.FlagValues) -> None:
+    """A misspelled flag would otherwise leave its default in place and train another job than the one asked for."""
+    if not leftover:
+        return
+    arg = leftover[0]
+    if not arg.startswith("-"):
+        raise UserInputError(f"unexpected argument {arg!r}: every setting is a flag, --name=value "
+                             "(`entrypoint.py --help` lists them)")
+    name = arg.lstrip("-").split("=", 1)[0]
+    known = {f"--{flag}" for flag in fv}
+    raise UserInputError(f"unknown flag --{name}{nearest(f'--{name}', known)}; `entrypoint.py --help` lists the flags")
+
+
 def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
     """argv (without the program name) -> JobConfig; raises UserInputError for any bad value. `output_layout`
     (a JobLayout) replaces the directories --job_dir would give, for platforms that fix them (SageMaker)."""
@@ -165,8 +178,7 @@ def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
         leftover = fv(["entrypoint.py", *argv], known_only=True)[1:]
     except flags.Error as error:
         raise UserInputError(str(error)) from None
-    if leftover:
-        logging.warning("ignoring arguments this trainer does not know: %s", " ".join(leftover))
+    _refuse_unknown(leftover, fv)
     given = flag_aliases.apply(fv, _flag_names(argv))
     shared_flags.check_finite_numbers(fv)
     task, why, training_data = choose_task(fv.task, given, fv.training_data_path)
@@ -179,7 +191,7 @@ def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
         training_data = inspect_training_data(fv.training_data_path)
     _resolve_sizes(fv, given, training_data)
     spec = TASK_SPECS[task]
-    config = shared_flags.read_job_config(fv, task, spec.read_params(fv), leftover, spec.defaults)
+    config = shared_flags.read_job_config(fv, task, spec.read_params(fv), spec.defaults)
     return dataclasses.replace(config, training_data=training_data, export_dir=fv.export_dir or None,
                                output_layout=output_layout)
 

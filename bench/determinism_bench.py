@@ -1,14 +1,16 @@
-"""What repeatability costs: the same seeded job with TensorFlow's op determinism on and off, and whether two
-runs with it on give the same model bit for bit.
+"""What repeatability costs: the same seeded job with TensorFlow's op determinism on and off, which CPU kernels
+each runs, and whether two runs with it on give the same model bit for bit.
 
     python bench/determinism_bench.py [--rounds=2] [--classification_steps=60] [--detection_steps=30] \
         [--tasks=classification,detection]
 
-Each round runs the job with --deterministic_ops=true, then false (alternating which goes first), through the
-real command line on the sample data (digit scans; digits pasted on photos for detection). Training speed is
-the median of the job's own logged intervals (images/s), the first one (tracing) left out. Both sides use the
-same seed, so they read the same records with the same augmentation: the data pipeline is seeded and ordered
-either way; only the ops' threading differs.
+Each round runs the job three ways, in an order that rotates from round to round, through the real command line
+on the sample data (digit scans; digits pasted on photos for detection):
+  - op determinism on: what --seed gives; TensorFlow's own CPU kernels (entrypoint.py turns oneDNN off for it),
+  - op determinism off, TensorFlow's own CPU kernels (TF_ENABLE_ONEDNN_OPTS=0): what determinism alone costs,
+  - op determinism off, oneDNN's CPU kernels (TF_ENABLE_ONEDNN_OPTS=1): what a run without --seed gets.
+Training speed is the median of the job's own logged intervals (images/s), the first one (tracing) left out.
+Every side uses the same seed, so they read the same records with the same augmentation.
 """
 
 import argparse
@@ -32,12 +34,21 @@ DETECTION = ["--num_classes=3", "--resnet_depth=18", "--image_size=128,128", "--
              "--aug_scale_max=1.2"]
 
 
-def run_job(data: dict, job_dir: str, flags: list, steps: int, deterministic: bool) -> list[float]:
+SETTINGS = {  # name: (--deterministic_ops, TF_ENABLE_ONEDNN_OPTS)
+    "op determinism on, TensorFlow's kernels": ("true", "0"),
+    "op determinism off, TensorFlow's kernels": ("false", "0"),
+    "op determinism off, oneDNN's kernels": ("false", "1"),
+}
+
+
+def run_job(data: dict, job_dir: str, flags: list, steps: int, setting: str) -> list[float]:
+    deterministic_ops, onednn = SETTINGS[setting]
     args = [sys.executable, os.path.join(REPO, "entrypoint.py"), f"--training_data_path={data['train']}",
             f"--validation_data_path={data['validation']}", f"--job-dir={job_dir}", *flags, "--seed=1",
             f"--max_steps={steps}", f"--train_steps_per_eval={steps}", "--log_every_steps=10", "--num_eval_images=32",
-            f"--deterministic_ops={str(deterministic).lower()}"]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+            f"--deterministic_ops={deterministic_ops}"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn})
     if result.returncode:
         raise SystemExit(result.stderr[-3000:])
     return interval_rates(result.stderr)
@@ -58,19 +69,23 @@ def exported_variables(model_dir: str) -> dict:
 
 
 def compare(name: str, data: dict, flags: list, steps: int, rounds: int, scratch: str) -> None:
-    rates = {True: [], False: []}
+    names = list(SETTINGS)
+    rates = {setting: [] for setting in names}
     models = []
     for round_ in range(rounds):
-        for deterministic in ((True, False) if round_ % 2 == 0 else (False, True)):
-            job_dir = os.path.join(scratch, f"{name}-{round_}-{deterministic}")
-            rates[deterministic].append(statistics.median(run_job(data, job_dir, flags, steps, deterministic)))
-            if deterministic:
+        for setting in names[round_ % len(names):] + names[:round_ % len(names)]:
+            job_dir = os.path.join(scratch, f"{name}-{round_}-{names.index(setting)}")
+            rates[setting].append(statistics.median(run_job(data, job_dir, flags, steps, setting)))
+            if SETTINGS[setting][0] == "true":
                 models.append(exported_variables(os.path.join(job_dir, "model")))
-    on, off = statistics.median(rates[True]), statistics.median(rates[False])
     print(f"{name}: {steps} steps, {rounds} rounds")
-    print(f"  op determinism on : {on:.1f} images/s (rounds: {', '.join(f'{r:.1f}' for r in rates[True])})")
-    print(f"  op determinism off: {off:.1f} images/s (rounds: {', '.join(f'{r:.1f}' for r in rates[False])})")
-    print(f"  on/off: {on / off:.3f}")
+    medians = {setting: statistics.median(rates[setting]) for setting in names}
+    for setting in names:
+        print(f"  {setting:<42}: {medians[setting]:.1f} images/s (rounds: "
+              f"{', '.join(f'{r:.1f}' for r in rates[setting])})")
+    print(f"  determinism on / off, same kernels: {medians[names[0]] / medians[names[1]]:.3f}")
+    print(f"  oneDNN / TensorFlow's kernels, determinism off: {medians[names[2]] / medians[names[1]]:.3f}")
+    print(f"  --seed (determinism on) / no --seed (oneDNN): {medians[names[0]] / medians[names[2]]:.3f}")
     if len(models) > 1:
         differing = [key for key in models[0] if not np.array_equal(models[0][key], models[1][key])]
         print(f"  two runs with op determinism on: {len(models[0]) - len(differing)} of {len(models[0])} exported "

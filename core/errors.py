@@ -1,5 +1,7 @@
 """Errors the user can fix: printed as one clear line, never as a TensorFlow stack trace."""
 
+import difflib
+
 DATA_ERROR_MARKER = "DataError: "
 
 
@@ -21,6 +23,12 @@ class OutOfSpaceError(UserInputError):
 
 class StorageError(UserInputError):
     """Writing to the job dir kept failing after the storage client's retries (message names the object)."""
+
+
+def nearest(name: str, known) -> str:
+    """ " (did you mean X?)" for the known name closest to a misspelled one, or "" when none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def data_error_from_tf_message(message: str):

@@ -348,6 +348,13 @@ def stream_seed(seed: int, input_context: tf.distribute.InputContext | None) -> 
     return tf.constant([seed, pipeline_id], tf.int64)
 
 
+def _as_written(function):
+    """tf.data converts a map function with AutoGraph, and every function it calls, on every trace: seconds of
+    each job's start-up. The pipeline's functions (and the tasks' `parse`, `problem_text` and `finish`) are
+    written as graph code (tf.cond, tf.where), so they are traced as they are."""
+    return tf.autograph.experimental.do_not_convert(function)
+
+
 def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, finish, blank,
                    counters: RecordCounters, training: bool, max_pixels: int, expected_kinds: dict | None = None,
                    image_key: str = feature_keys.IMAGE, seeds: tf.Tensor | None = None,
@@ -413,7 +420,8 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
                                                  element_seed(seeds, position)), blank)
         return position, example, problem, reason, lost, is_end
 
-    decoded = numbered.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    decoded = numbered.map(_as_written(decode), num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True).ignore_errors()
 
     def explain(path, index):
         """(problem, skip reason) of a record that failed to parse or decode, read again."""
@@ -474,7 +482,7 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
     def without_flag(example, keep):
         return example
 
-    return decoded.scan(tf.constant(first_position, tf.int64), accounted).filter(kept).map(without_flag)
+    return decoded.scan(tf.constant(first_position, tf.int64), _as_written(accounted)).filter(kept).map(without_flag)
 
 
 def full_batches_with_weights(dataset: tf.data.Dataset, batch_size: int, blank_example,

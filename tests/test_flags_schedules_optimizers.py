@@ -35,8 +35,18 @@ def test_job_dir_spellings_and_unknown_arguments(digits, caplog):
     base = [f"--training_data_path={digits['train']}", f"--validation_data_path={digits['validation']}",
             "--num_classes=10", "--max_steps=5"]
     assert registry.parse_job_config([*base, "--job_dir=/a"]).job_dir == "/a"
-    config = registry.parse_job_config([*base, "--job-dir=/b", "--some_tuner_flag=1"])
-    assert config.job_dir == "/b" and config.ignored_arguments == ("--some_tuner_flag=1",)
+    assert registry.parse_job_config([*base, "--job-dir=/b"]).job_dir == "/b"
+    # A typo would leave the default in place and train another job than the one asked for: refused.
+    with pytest.raises(UserInputError, match=r"^unknown flag --train_batch_sze \(did you mean --train_batch_size\?\); "
+                                             r"`entrypoint.py --help` lists the flags$"):
+        registry.parse_job_config([*base, "--job-dir=/b", "--train_batch_sze=64"])
+    with pytest.raises(UserInputError, match=r"^unknown flag --some_tuner_flag; "):
+        registry.parse_job_config([*base, "--job-dir=/b", "--some_tuner_flag=1"])
+    with pytest.raises(UserInputError, match=r"^unexpected argument 'sixty-four': every setting is a flag"):
+        registry.parse_job_config([*base, "--job-dir=/b", "--train_batch_size", "64", "sixty-four"])
+    with pytest.raises(UserInputError, match=r"^--model_type='resnet18' is not a classifier backbone \(did you mean "
+                                             r"resnet-18\?\); use one of resnet-18, resnet-34, "):
+        registry.parse_job_config([*base, "--job-dir=/b", "--model_type=resnet18"])
 
 
 def test_routing_decisions(digits):

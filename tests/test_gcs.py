@@ -56,7 +56,7 @@ def test_train_export_resume_and_serve_on_gcs(gcs, gcs_job):
 
     second = run_entrypoint(_args("jobs/one", 6), env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"resumed from gs://{BUCKET}/jobs/one/checkpoints/ckpt-4 at step 4" in second.stderr
+    assert f"resumed from gs://{BUCKET}/jobs/one/checkpoints/ckpt-4 at step 4" in second.stderr, second.stderr[-6000:]
     assert "jobs/one/checkpoints/ckpt-6.index" in _blobs(gcs, "jobs/one/")
 
     script = ("import tensorflow as tf\n"
@@ -186,20 +186,28 @@ def _retrying_env(gcs, retries):
     return {**gcs.env, "GCS_RETRY_CONFIG_MAX_RETRIES": str(retries), "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": "100000"}
 
 
+def _run_against_a_failing_object(gcs, args, operation, name, retries) -> tuple[str, dict]:
+    """Runs the job while every `operation` on objects starting with `name` answers 503; returns its one ERROR
+    line (exit code 2) and the fault rule (its hits)."""
+    rule = gcs.inject(operation, name, "503", times=None)
+    try:
+        result = run_entrypoint(args, _retrying_env(gcs, retries))
+    finally:
+        gcs.faults.clear()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    return errors[0], rule
+
+
 def test_gcs_faults_persistent_ones_end_in_one_line_and_transient_ones_are_retried(gcs):
     """A bucket that keeps answering 503 to the export copy: one line naming the object, no half model, the
     best model's checkpoint kept. The rerun, through 503s and dropped connections on reads, on the checkpoint
-    write and on the export copy, retries each one, resumes, and exports."""
-    rule = gcs.inject("write", "down/model/saved_model.pb", "503", times=None)
-    try:
-        failed = run_entrypoint(_args("down", 2), _retrying_env(gcs, 2))
-    finally:
-        gcs.faults.clear()
-    errors = [line for line in failed.stderr.splitlines() if line.startswith("ERROR: ")]
-    assert failed.returncode == 2 and len(errors) == 1, failed.stderr[-3000:]
-    assert errors[0].startswith(f"ERROR: could not write the exported model of step 2 under gs://{BUCKET}/down/model, "
-                                "even after retrying: "), errors[0]
-    assert "503" in errors[0] and "rerun the same command to resume" in errors[0], errors[0]
+    write and on the export copy, retries each one, resumes, and exports. A checkpoint that keeps answering 503
+    to reads ends the next rerun in one line, with nothing set aside as corrupt."""
+    error, rule = _run_against_a_failing_object(gcs, _args("down", 2), "write", "down/model/saved_model.pb", 2)
+    assert error.startswith(f"ERROR: could not write the exported model of step 2 under gs://{BUCKET}/down/model, "
+                            "even after retrying: "), error
+    assert "503" in error and "rerun the same command to resume" in error, error
     assert 3 <= rule["hits"] <= 12, f"retried, within bounds: {rule['hits']} tries"
     blobs = _blobs(gcs, "down/")
     assert "down/model/saved_model.pb" not in blobs and not [b for b in blobs if "/.model." in b], \
@@ -221,6 +229,15 @@ def test_gcs_faults_persistent_ones_end_in_one_line_and_transient_ones_are_retri
     blobs = _blobs(gcs, "down/")
     assert "down/model/saved_model.pb" in blobs and "down/checkpoints/ckpt-4.index" in blobs, blobs
     assert not [b for b in blobs if "/.model." in b or b.endswith("job.lock")], blobs
+
+    # A checkpoint the bucket will not serve is not a corrupt one: one line, and it stays where it is.
+    error, rule = _run_against_a_failing_object(gcs, _args("down", 6), "read", "down/checkpoints/ckpt-4.data", 1)
+    assert error.startswith(f"ERROR: could not read the checkpoint gs://{BUCKET}/down/checkpoints/ckpt-4, even "
+                            "after retrying: "), error
+    assert "No checkpoint was changed; rerun the same command to resume from it" in error, error
+    assert rule["hits"] >= 3, rule["hits"]
+    kept = lambda names: [n for n in names if "/checkpoints/" in n or "/model/" in n]  # noqa: E731
+    assert kept(_blobs(gcs, "down/")) == kept(blobs), "no checkpoint set aside, nothing exported"
 
 
 def test_a_validation_file_that_keeps_failing_mid_pass_is_named_not_called_corrupt(gcs, tmp_path):

@@ -27,7 +27,8 @@ DETECTION_FLAGS = ["--resnet_depth=18", "--image_size=128,128", "--train_batch_s
 def _classification_args(digits, job_dir, *extra):
     return [f"--training_data_path={digits['train']}", f"--validation_data_path={digits['validation']}",
             f"--job-dir={job_dir}", "--num_classes=10", f"--max_steps={CLASSIFICATION_STEPS}",
-            "--train_steps_per_eval=20", "--log_every_steps=10", *FAST_FLAGS, "--dropout_rate=0.2", *extra]
+            "--train_steps_per_eval=20", "--log_every_steps=10", *FAST_FLAGS, "--deterministic_ops=auto",
+            "--dropout_rate=0.2", *extra]
 
 
 def _run(args, metrics_file):
@@ -69,7 +70,7 @@ def test_two_seeded_classification_runs_give_the_same_model(digits, seeded_class
     assert [line["global_step"] for line in reports] == ["20", "40"]
     assert _hypertune_lines(tmp_path / "again.metrics") == reports
     _assert_same_model(seeded_classification["model_dir"], tmp_path / "again" / "model")
-    assert "seed 1 (from --seed), op determinism on" in seeded_classification["log"]
+    assert "seed 1 (from --seed), op determinism on, TensorFlow's own CPU kernels" in seeded_classification["log"]
     assert json.load(open(tmp_path / "again" / "checkpoints" / "seed.json")) == {"seed": 1, "deterministic_ops": True}
 
 
@@ -131,9 +132,11 @@ def test_an_unseeded_job_logs_the_seed_it_drew(digits, tmp_path):
     result = run_entrypoint([f"--training_data_path={digits['train']}",
                              f"--validation_data_path={digits['validation']}", f"--job-dir={tmp_path / 'job'}",
                              "--num_classes=10", "--max_steps=1", "--model_type=resnet-18", "--image_size=32",
-                             "--train_batch_size=8", "--num_eval_images=8"])
+                             "--train_batch_size=8", "--num_eval_images=8"], {"TF_ENABLE_ONEDNN_OPTS": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
-    seed = int(re.search(r"seed (\d+) \(drawn; rerun with --seed=\1 to repeat this run\), op determinism off",
+    # The user's TF_ENABLE_ONEDNN_OPTS wins over the job's own choice (oneDNN, for a run without --seed).
+    seed = int(re.search(r"seed (\d+) \(drawn; rerun with --seed=\1 to repeat this run\), op determinism off, "
+                         "TensorFlow's own CPU kernels",
                          result.stderr).group(1))
     assert json.load(open(tmp_path / "job" / "checkpoints" / "seed.json"))["seed"] == seed
 
@@ -184,3 +187,22 @@ def test_the_stream_order_is_a_function_of_the_run_seed_alone_seed_0_included(di
         tf.keras.utils.set_random_seed(global_seed)
         orders[run_seed, global_seed] = _stream_origins(files, 40, seed=run_seed)
     assert orders[0, 0] == orders[0, 5] and orders[11, 11] == orders[11, 0] != orders[0, 0]
+
+
+@pytest.mark.parametrize("argv, onednn", [
+    ([], True), (["--seed=3"], False), (["--seed", "3"], False), (["--seed=3", "--deterministic_ops=false"], True),
+    (["--deterministic_ops=true"], False), (["--seed=3", "--deterministic_ops", "auto"], False),
+    (["predict", "--model_dir=m", "--input=x.jpg"], True), (["flagfile"], False), (["train"], False),
+])
+def test_seeded_runs_get_tensorflows_own_cpu_kernels_and_others_onednns(argv, onednn, tmp_path, monkeypatch):
+    """oneDNN's filter gradients are not repeatable bit for bit: op determinism keeps TensorFlow's own kernels.
+    (The tuning tests and the seeded runs here check the kernels each job logs it ran.)"""
+    from algorithms.runtime import cpu_kernels
+
+    flag_file = tmp_path / "flags.txt"
+    flag_file.write_text("--num_classes=3\n--seed=5\n")
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    (tmp_path / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"seed": "\"7\""}))
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    argv = [f"--flagfile={flag_file}"] if argv == ["flagfile"] else argv
+    assert cpu_kernels.onednn_wanted(argv) == onednn

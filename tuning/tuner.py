@@ -32,7 +32,7 @@ import warnings
 
 from absl import flags, logging
 
-from core.errors import UserInputError
+from core.errors import UserInputError, nearest
 from core.seeds import derive_seed, draw_seed
 from tuning import results
 from tuning.spec import Param, TuningSpec, load
@@ -137,8 +137,8 @@ class Tuner:
         given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in self.training_flags if arg.startswith("--")}
         for param in self.spec.params:
             if param.name not in known:
-                raise UserInputError(f"tuning spec parameter {param.name}: not a flag of this trainer (see "
-                                     "entrypoint.py --help)")
+                raise UserInputError(f"tuning spec parameter {param.name}: not a flag of this trainer"
+                                     f"{nearest(param.name, known)} (see entrypoint.py --help)")
             if param.name in given:
                 raise UserInputError(f"--{param.name} is both swept by the tuning spec and fixed after --; "
                                      "drop one")

@@ -4,7 +4,7 @@ from absl import flags
 
 from algorithms.classification.model import MODEL_TYPES, native_image_size
 from algorithms.classification.params import ClassificationParams
-from core.errors import UserInputError
+from core.errors import UserInputError, nearest
 
 DEFAULT_MODEL_TYPE = "efficientnet-b0"
 
@@ -23,7 +23,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def parse_image_size(text: str | None, model_type: str) -> int:
     if text is None or not str(text).strip():
-        return native_image_size(model_type) if model_type in MODEL_TYPES else 224
+        return native_image_size(model_type)
     parts = [p.strip() for p in str(text).split(",")]
     try:
         sizes = [int(p) for p in parts]
@@ -36,6 +36,9 @@ def parse_image_size(text: str | None, model_type: str) -> int:
 
 def read_params(fv: flags.FlagValues) -> ClassificationParams:
     model_type = (fv.model_type or "").strip().lower()
+    if model_type not in MODEL_TYPES:
+        raise UserInputError(f"--model_type={fv.model_type!r} is not a classifier backbone"
+                             f"{nearest(model_type, MODEL_TYPES)}; use one of {', '.join(MODEL_TYPES)}")
     if fv.dropout_rate is not None and not 0.0 <= fv.dropout_rate < 1.0:
         raise UserInputError(f"--dropout_rate={fv.dropout_rate} must be in [0, 1)")
     if fv.regularizers_l2 < 0:

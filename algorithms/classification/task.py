@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import logging
 
 from algorithms.classification import pretrained, report_figures
-from algorithms.classification.model import MODEL_TYPES, ImageClassifier
+from algorithms.classification.model import ImageClassifier
 from algorithms.classification.params import ClassificationParams
 from algorithms.runtime.checkpoints import resolve_checkpoint_prefix, restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
@@ -66,8 +66,6 @@ class ClassificationTask(Task):
                 f"--num_classes={self.config.num_classes}: a classifier needs at least 2 classes (of "
                 f"{self.config.training_data_path}); to find one kind of object in images, train object detection "
                 "on records with boxes, where --num_classes=1 works")
-        if p.model_type not in MODEL_TYPES:
-            raise UserInputError(f"--model_type={p.model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}")
         if not 0.0 <= p.label_smoothing < 1.0:
             raise UserInputError(f"--label_smoothing={p.label_smoothing} must be in [0, 1)")
         if p.image_size < 16:

@@ -1,9 +1,11 @@
 """Checkpoint locations: our own job dirs, checkpoint dirs, checkpoint prefixes and exported SavedModels."""
 
+import time
+
 import tensorflow as tf
 from absl import logging
 
-from core.errors import UserInputError
+from core.errors import StorageError, UserInputError
 from core.paths import join
 
 
@@ -95,16 +97,44 @@ def set_aside(prefix: str) -> str:
     return join(target_dir, name)
 
 
+# A read that fails because the storage does (an outage, a timeout, no access) says nothing about the checkpoint:
+# it ends the job with every checkpoint where it was, never sets a good one aside as corrupt.
+_STORAGE_READ_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                        tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError)
+# The checkpoint reader re-raises every error of its own as a bare OpError with only the text: the GCS client's
+# gives itself away by its words ("All 10 retry attempts failed. ... HTTP response code 503").
+_STORAGE_READ_WORDS = ("retry attempts failed", "Error executing an HTTP request", "HTTP response code 5")
+READ_ATTEMPTS = 3
+
+
+def _storage_failure(error: Exception) -> bool:
+    text = getattr(error, "message", None) or str(error)
+    return isinstance(error, _STORAGE_READ_ERRORS) or any(words in text for words in _STORAGE_READ_WORDS)
+
+
 def unreadable_reason(prefix: str) -> str | None:
     """Why the checkpoint at `prefix` cannot be read back whole (a truncated file, a checksum mismatch), or None.
     Every tensor is read, so each one's checksum is verified, before anything is restored into the model: a
-    failed restore would leave the model half-restored, with the broken files still referenced."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for key in reader.get_variable_to_shape_map():
-            reader.get_tensor(key)
-    except Exception as error:  # noqa: BLE001 - the reader raises OpErrors, IndexError, ValueError... for bad bytes
-        return (getattr(error, "message", None) or str(error) or type(error).__name__).strip().splitlines()[0][:300]
+    failed restore would leave the model half-restored, with the broken files still referenced. Raises
+    StorageError when the storage itself keeps failing (after TensorFlow's own retries, and READ_ATTEMPTS)."""
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            reader = tf.train.load_checkpoint(prefix)
+            for key in reader.get_variable_to_shape_map():
+                reader.get_tensor(key)
+            return None
+        except Exception as error:  # noqa: BLE001 - the reader raises OpErrors, IndexError, ValueError... for bad bytes
+            text = (getattr(error, "message", None) or str(error) or type(error).__name__).strip()
+            text = text.splitlines()[0][:300]
+            if not _storage_failure(error):
+                return text
+            if attempt == READ_ATTEMPTS:
+                raise StorageError(
+                    f"could not read the checkpoint {prefix}, even after retrying: {text}. No checkpoint was "
+                    "changed; rerun the same command to resume from it (GCS_RETRY_CONFIG_MAX_RETRIES sets how "
+                    "often TensorFlow retries)") from None
+            logging.warning("reading the checkpoint %s failed (%s); trying again", prefix, text)
+            time.sleep(attempt)
     return None
 
 

@@ -68,7 +68,6 @@ class JobConfig:
     schedule: ScheduleConfig
     optimizer: OptimizerConfig
     task_params: Any
-    ignored_arguments: tuple = ()
     # What --training_data_path held when routing had to look (dataloaders.sources.TrainingData), so the
     # task's checks do not read it again; None when flags alone chose the task.
     training_data: Any = None

@@ -46,7 +46,7 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("labels_file", None, "Class names, one per line (line i = label i); default: labels.txt next to the training data.", flag_values=fv)
     flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many evaluations without a better metric; 0 = never.", flag_values=fv)
     flags.DEFINE_integer("seed", None, "Seed of the run: initial weights, dropout, data order and augmentation; the same command with the same seed gives the same model on the same machine. Default: the job's recorded seed when it resumes, else one drawn, logged and recorded in the checkpoint dir (seed.json).", flag_values=fv)
-    flags.DEFINE_enum("deterministic_ops", "auto", ("auto", "true", "false"), "TensorFlow's op determinism (repeatable ops, e.g. GPU reductions): auto = on when --seed is given.", flag_values=fv)
+    flags.DEFINE_enum("deterministic_ops", "auto", ("auto", "true", "false"), "TensorFlow's op determinism (repeatable ops, e.g. GPU reductions; on a CPU, TensorFlow's own kernels, not oneDNN's): auto = on when --seed is given.", flag_values=fv)
 
 
 def parse_number_list(text: str, flag: str, kind=float) -> tuple:
@@ -71,7 +71,7 @@ def check_finite_numbers(fv: flags.FlagValues) -> None:
             raise UserInputError(f"--{name}={value} must be a finite number")
 
 
-def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_arguments=(),
+def read_job_config(fv: flags.FlagValues, task: str, task_params,
                     defaults: TrainingDefaults = TrainingDefaults()) -> JobConfig:
     """Validates the shared flags and builds the JobConfig."""
     num_classes = _require(fv, "num_classes", "5")
@@ -141,4 +141,4 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params, ignored_argume
         distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
         mixed_precision=(fv.mixed_precision or "auto").strip().lower(),
         labels_file=fv.labels_file or None, early_stopping_patience=fv.early_stopping_patience, schedule=schedule, optimizer=optimizer,
-        task_params=task_params, ignored_arguments=tuple(ignored_arguments))
+        task_params=task_params)

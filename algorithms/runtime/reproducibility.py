@@ -15,13 +15,14 @@ TensorFlow's op determinism (--deterministic_ops) makes the ops themselves repea
 
 import dataclasses
 import json
+import os
 
 import keras
 import tensorflow as tf
 from absl import logging
 
 from core.paths import join
-from core.seeds import MAX_SEED, draw_seed
+from core.seeds import MAX_SEED, draw_seed, wants_deterministic_ops
 
 SEED_FILE = "seed.json"
 
@@ -78,23 +79,27 @@ def resolve_seed(flag_seed: int | None, deterministic_ops: str, checkpoint_dir: 
         seed, source = recorded, "recorded"
     else:
         seed, source = draw_seed(), "drawn"
-    run_seed = RunSeed(seed, source, wants_deterministic_ops(flag_seed, deterministic_ops))
-    ops = run_seed.deterministic_ops
+    run_seed = RunSeed(seed, source, wants_deterministic_ops(flag_seed is not None, deterministic_ops))
+    ops = f"op determinism {'on' if run_seed.deterministic_ops else 'off'}, " + (
+        "oneDNN's CPU kernels" if onednn_enabled() else "TensorFlow's own CPU kernels")
     if source == "drawn":
-        logging.info("seed %d (drawn; rerun with --seed=%d to repeat this run), op determinism %s", seed, seed,
-                     "on" if ops else "off")
+        logging.info("seed %d (drawn; rerun with --seed=%d to repeat this run), %s", seed, seed, ops)
     else:
-        logging.info("seed %d (%s), op determinism %s", seed, "from --seed" if source == "--seed" else
-                     f"recorded in {join(checkpoint_dir, SEED_FILE)} by this job's first run", "on" if ops else "off")
+        logging.info("seed %d (%s), %s", seed, "from --seed" if source == "--seed" else
+                     f"recorded in {join(checkpoint_dir, SEED_FILE)} by this job's first run", ops)
     if chief and recorded != seed:
         _record(checkpoint_dir, run_seed)
     return run_seed
 
 
-def wants_deterministic_ops(flag_seed: int | None, deterministic_ops: str) -> bool:
-    """auto: on when the user asked for a repeatable run (--seed); a drawn seed still repeats the data, the
-    augmentation and the initial weights."""
-    return deterministic_ops == "true" or (deterministic_ops == "auto" and flag_seed is not None)
+def onednn_enabled() -> bool:
+    """Whether this process runs oneDNN's CPU kernels (TensorFlow decided it at import)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # no public API tells it
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
 
 
 def configure_deterministic_ops(flag_seed: int | None, deterministic_ops: str) -> None:
@@ -103,9 +108,13 @@ def configure_deterministic_ops(flag_seed: int | None, deterministic_ops: str) -
     shared by every pyramid level) is accumulated in the order its parts finish when independent ops run in
     parallel (a graph rewrite that op determinism leaves on): measured here, the class head's gradients
     differed between two calls on the same batch. Ops still use every core inside themselves."""
-    if not wants_deterministic_ops(flag_seed, deterministic_ops):
+    if not wants_deterministic_ops(flag_seed is not None, deterministic_ops):
         return
     tf.config.experimental.enable_op_determinism()
+    if onednn_enabled():  # entrypoint.py turns it off for such runs (cpu_kernels), unless the user forced it on
+        logging.warning("op determinism: oneDNN's CPU kernels are on (TF_ENABLE_ONEDNN_OPTS=%s), and their filter "
+                        "gradients are not repeatable; set TF_ENABLE_ONEDNN_OPTS=0 for a run that repeats bit for bit",
+                        os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"))
     try:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # a second job in a process whose runtime already started (tests, notebooks)

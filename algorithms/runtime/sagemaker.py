@@ -75,6 +75,12 @@ def _read_json(path: str, default):
         raise UserInputError(f"{path} is not readable JSON: {error}") from None
 
 
+def read_hyperparameters(root: str | None = None) -> dict[str, str]:
+    """hyperparameters.json, each value unquoted to the string the user gave ({} when there is none)."""
+    values = _read_json(f"{root or base_dir()}/input/config/hyperparameters.json", None) or {}
+    return {name: _unquote(value) for name, value in values.items()}
+
+
 def _unquote(value) -> str:
     """SageMaker passes every hyperparameter as a string; the Python SDK JSON-encodes some a second time."""
     if not isinstance(value, str):
