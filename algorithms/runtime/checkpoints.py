@@ -107,9 +107,8 @@ _STORAGE_READ_WORDS = ("retry attempts failed", "Error executing an HTTP request
 READ_ATTEMPTS = 3
 
 
-def _storage_failure(error: Exception) -> bool:
-    text = getattr(error, "message", None) or str(error)
-    return isinstance(error, _STORAGE_READ_ERRORS) or any(words in text for words in _STORAGE_READ_WORDS)
+def _storage_failure(error: Exception, message: str) -> bool:
+    return isinstance(error, _STORAGE_READ_ERRORS) or any(words in message for words in _STORAGE_READ_WORDS)
 
 
 def unreadable_reason(prefix: str) -> str | None:
@@ -124,9 +123,9 @@ def unreadable_reason(prefix: str) -> str | None:
                 reader.get_tensor(key)
             return None
         except Exception as error:  # noqa: BLE001 - the reader raises OpErrors, IndexError, ValueError... for bad bytes
-            text = (getattr(error, "message", None) or str(error) or type(error).__name__).strip()
-            text = text.splitlines()[0][:300]
-            if not _storage_failure(error):
+            message = (getattr(error, "message", None) or str(error) or type(error).__name__).strip()
+            text = message.splitlines()[0][:300]
+            if not _storage_failure(error, message):
                 return text
             if attempt == READ_ATTEMPTS:
                 raise StorageError(

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from algorithms.runtime import cpu_kernels
 from core.paths import join
 from core.seeds import MAX_SEED, draw_seed, wants_deterministic_ops
 
@@ -114,7 +115,7 @@ def configure_deterministic_ops(flag_seed: int | None, deterministic_ops: str) -
     if onednn_enabled():  # entrypoint.py turns it off for such runs (cpu_kernels), unless the user forced it on
         logging.warning("op determinism: oneDNN's CPU kernels are on (TF_ENABLE_ONEDNN_OPTS=%s), and their filter "
                         "gradients are not repeatable; set TF_ENABLE_ONEDNN_OPTS=0 for a run that repeats bit for bit",
-                        os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"))
+                        os.environ.get(cpu_kernels.ONEDNN_VARIABLE, "unset"))
     try:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # a second job in a process whose runtime already started (tests, notebooks)
