@@ -15,7 +15,7 @@ REPOSITORY ?= ml-images
 TAG ?= latest
 IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/image-algorithms:$(TAG)
 
-.PHONY: venv lock demo demo-detection sample-data test test-services bench lint image image-cpu image-test push cloud-build clean
+.PHONY: venv lock demo demo-detection sample-data test test-services bench lint image image-cpu image-test image-test-build image-test-smoke push cloud-build clean
 
 venv: $(VENV)/.installed
 
@@ -99,19 +99,24 @@ image-cpu:
 
 # The real CPU image, built with podman on a Debian base made here (no registry needed), then run as a user
 # runs it: container/smoke.py (converter, classification, predict, detection, tune, SageMaker `train` as root).
-# Prints the image's size and each layer's. CI runs it after the tests.
+# Prints the image's size and each layer's. Two halves: CI builds while the tests run (.ci/run) and runs the
+# smoke test after them.
 TEST_IMAGE := localhost/open-image-algorithms:cpu-test
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 export CONTAINERS_CONF ?= $(CURDIR)/container/containers.conf
 TEST_BUILD = podman build -v $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro --build-arg BASE_IMAGE=localhost/pybase \
 	--build-arg ACCELERATOR=
-image-test: venv
+image-test: image-test-build image-test-smoke
+
+image-test-build:
 	bash container/install_podman.sh
 	bash container/base_image.sh localhost/pybase
 	$(TEST_BUILD) --tag $(TEST_IMAGE) .
 	$(TEST_BUILD) --build-arg RUN_AS=0:0 --tag $(TEST_IMAGE)-root .
 	podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(TEST_IMAGE)
 	podman history --format '{{.Size}}\t{{.CreatedBy}}' $(TEST_IMAGE) | cut -c1-150
+
+image-test-smoke: venv
 	$(PY) container/smoke.py --engine=podman --image=$(TEST_IMAGE) --root_image=$(TEST_IMAGE)-root
 	podman image prune --force >/dev/null
 

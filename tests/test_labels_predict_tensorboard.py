@@ -160,7 +160,7 @@ def test_a_report_that_cannot_be_drawn_never_fails_the_job(digits, tmp_path, mon
     from algorithms import registry
     from algorithms.classification.task import ClassificationTask
 
-    def broken(self, serving_model):
+    def broken(self, serving):
         raise RuntimeError("no fonts on this machine")
 
     monkeypatch.setattr(ClassificationTask, "report_figures", broken)

@@ -248,15 +248,15 @@ class ClassificationTask(Task):
         return {"confusion_matrix.csv": report_figures.confusion_matrix_csv(self.evaluator.confusion_matrix,
                                                                            self.display_names())}
 
-    def report_figures(self, serving_model) -> dict:
+    def report_figures(self, serving) -> dict:
         figures = {}
         names = self.display_names()
         if self.evaluator.confusion_matrix is not None:
             figures["confusion_matrix.png"] = report_figures.confusion_matrix_figure(self.evaluator.confusion_matrix,
                                                                                    names)
-        if serving_model is not None:
+        if serving is not None:
             samples = []
-            for encoded, label, outputs in self.prediction_samples(serving_model, count=16):
+            for encoded, label, outputs in self.prediction_samples(serving, count=16):
                 probabilities = outputs["probabilities"]
                 predicted = int(probabilities.argmax())
                 samples.append((decode_for_display(encoded), names[label - 1], names[predicted],

@@ -134,14 +134,14 @@ class DetectionTask(Task):
                                 self.params.padded_size, self.class_names, self.config.max_image_pixels)
 
     # --- report ------------------------------------------------------------------------------------------
-    def report_figures(self, serving_model) -> dict:
+    def report_figures(self, serving) -> dict:
         figures = {}
         precision = self.evaluator.precision_at_50
         if precision is not None:
             figures["precision_recall.png"] = report_figures.precision_recall_figure(precision)
-        if serving_model is not None:
+        if serving is not None:
             figures["predictions.png"] = report_figures.detections_figure(
-                [report_figures.drawable_sample(*sample) for sample in self.prediction_samples(serving_model, 8)],
+                [report_figures.drawable_sample(*sample) for sample in self.prediction_samples(serving, 8)],
                 self.display_names())
         return figures
 

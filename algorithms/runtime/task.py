@@ -181,11 +181,11 @@ class Task(abc.ABC):
         """The ground truth of one validation record, for the report's sample figure."""
         return None
 
-    def prediction_samples(self, serving_model: keras.Model, count: int) -> list[tuple]:
+    def prediction_samples(self, serving: tf.Module, count: int) -> list[tuple]:
         """(encoded image, truth, serving outputs as numpy) for the first validation images, through the
         exported signature (the same decode, resize and post-processing as serving); undecodable images,
         already counted by the evaluation, are left out."""
-        serve = self.serving_module(serving_model).serve
+        serve = serving.serve
         samples = []
         for encoded, truth in self.validation_images(count):
             try:
@@ -195,9 +195,9 @@ class Task(abc.ABC):
             samples.append((encoded, truth, {key: np.asarray(value[0]) for key, value in outputs.items()}))
         return samples
 
-    def report_figures(self, serving_model) -> dict:
-        """{file name: matplotlib Figure} for the training report; `serving_model` is the best model's
-        float32 copy (None before the first export)."""
+    def report_figures(self, serving: tf.Module | None) -> dict:
+        """{file name: matplotlib Figure} for the training report; `serving` is the serving module of the
+        best model (None before the first export)."""
         return {}
 
     def report_tables(self) -> dict:

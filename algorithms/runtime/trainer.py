@@ -108,7 +108,8 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=trackable_variables(self.model), optimizer=self.optimizer,
                                               best_metric=self.best_metric, best_step=self.best_step)
         self.manager = None  # opened once the job dir's checkpoints are restored (_restore_or_warm_start)
-        self._serving_model = None
+        # The float32 copy of the model that exports and its serving tf.Module, built at the first export.
+        self._serving_model, self._serving = None, None
         # Only the chief writes TensorBoard events (to AIP_TENSORBOARD_LOG_DIR on Vertex AI).
         self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
                           else tf.summary.create_noop_writer())
@@ -271,17 +272,18 @@ class Trainer:
         weights = self.model.get_weights()
         if not self.chief:
             return
-        if self._serving_model is None:
+        if self._serving is None:
             # A never-compiled float32 copy outside the strategy: the SavedModel holds weights only and
-            # serves in float32 whatever the training precision.
+            # serves in float32 whatever the training precision. One module for the whole job: its signatures
+            # are traced at the first export and reused by the later ones and the report (1-3 s each).
             with precision.global_policy("float32"):
                 self._serving_model = self.task.build_model()
+            self._serving = self.task.serving_module(self._serving_model)
         self._serving_model.set_weights(weights)
         labels = {"job_id": _job_id(), "global_step": self.step}
         target = self.layout.model_dir
         with self._write_failure_as_error(target, "the exported model", remove_unfinished_export):
-            export_saved_model(self.task.serving_module(self._serving_model), target, labels,
-                               self.task.extra_export_files())
+            export_saved_model(self._serving, target, labels, self.task.extra_export_files())
         logging.info("exported the best model so far (%s=%.4f, step %d) to %s", self.task.metric_name, value,
                      self.step, target)
 
@@ -356,7 +358,7 @@ class Trainer:
         if not self.chief:
             return
         try:
-            figures, tables = self.task.report_figures(self._serving_model), self.task.report_tables()
+            figures, tables = self.task.report_figures(self._serving), self.task.report_tables()
         except Exception as error:  # the report is best effort: it never fails a finished training job
             logging.warning("report: could not draw the task's figures: %s", error)
             figures, tables = {}, {}
