@@ -102,11 +102,11 @@ def choose_task(explicit: str | None, given_flags: set[str],
 
 def _classifier_from_resnet_depth(fv: flags.FlagValues, given: set[str]) -> None:
     """--resnet_depth on classification data (resnet_main's command line) asks for a ResNet classifier."""
-    from algorithms.classification.model import MODEL_TYPES
+    from algorithms import backbones
 
     wanted = f"resnet-{fv.resnet_depth}"
-    if wanted not in MODEL_TYPES:
-        depths = ", ".join(m.split("-")[1] for m in MODEL_TYPES if m.startswith("resnet-"))
+    if fv.resnet_depth not in backbones.resnet_depths():
+        depths = ", ".join(map(str, backbones.resnet_depths()))
         raise UserInputError(f"--resnet_depth={fv.resnet_depth}: the ResNet classifiers have depths {depths}")
     if "model_type" in given and fv.model_type.strip().lower() != wanted:
         raise UserInputError(f"--resnet_depth={fv.resnet_depth} asks for a {wanted} classifier but "

@@ -378,111 +378,126 @@ def decode_counted(records_dataset: tf.data.Dataset, *, parse, problem_text, fin
     record came from (RecordCounters.remember); the decode map keeps the order, so a gap in the numbers after
     it names the dropped records, which are then read again and explained (rare, so its cost does not matter).
     """
-    listed = parse is None
-    numbered = records_dataset
-    if not training:  # one more element (index -1) after the last, so that failures at the end leave a gap too
-        end = (tf.constant(""), tf.constant(-1, tf.int64), tf.constant(0, tf.int64) if listed else tf.constant(b""),
-               tf.constant(""), tf.constant(0, tf.int64))
-        numbered = numbered.concatenate(tf.data.Dataset.from_tensors(end))
-    numbered = numbered.enumerate(start=first_position)
-    seeds = tf.zeros([2], tf.int64) if seeds is None else seeds
+    steps = _CountedDecoding(parse=parse, problem_text=problem_text, finish=finish, blank=blank, counters=counters,
+                             training=training, max_pixels=max_pixels, expected_kinds=expected_kinds,
+                             image_key=image_key, seeds=tf.zeros([2], tf.int64) if seeds is None else seeds)
+    numbered = steps.numbered(records_dataset, first_position)
+    decoded = numbered.map(_as_written(steps.decode), num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True).ignore_errors()
+    accounted = decoded.scan(tf.constant(first_position, tf.int64), _as_written(steps.account))
+    return accounted.filter(lambda example, keep: keep).map(lambda example, keep: example)
 
-    def decode(position, element):
+
+class _CountedDecoding:
+    """The steps of decode_counted, each one graph function: number, decode (in parallel, failures dropped),
+    then account (sequential: finds each gap, explains it by reading its record again, counts and logs)."""
+
+    def __init__(self, *, parse, problem_text, finish, blank, counters: RecordCounters, training: bool,
+                 max_pixels: int, expected_kinds: dict | None, image_key: str, seeds: tf.Tensor):
+        self.parse, self.problem_text, self.finish, self.blank = parse, problem_text, finish, blank
+        self.counters, self.training, self.max_pixels = counters, training, max_pixels
+        self.expected_kinds, self.image_key, self.seeds = expected_kinds, image_key, seeds
+        self.listed = parse is None
+
+    def numbered(self, records_dataset: tf.data.Dataset, first_position: int) -> tf.data.Dataset:
+        """(position, element); evaluation gets one more element (index -1) after the last, so that failures
+        at the end leave a gap too."""
+        if not self.training:
+            end = (tf.constant(""), tf.constant(-1, tf.int64),
+                   tf.constant(0, tf.int64) if self.listed else tf.constant(b""), tf.constant(""),
+                   tf.constant(0, tf.int64))
+            records_dataset = records_dataset.concatenate(tf.data.Dataset.from_tensors(end))
+        return records_dataset.enumerate(start=first_position)
+
+    def decode(self, position, element):
         """(example, problem, skip reason); fails (and is dropped) when the record cannot be parsed or decoded.
         One branch only (decode or not): each branch is a function call on every record."""
         path, index, payload, read_problem, lost = element
-        with tf.control_dependencies([counters.remember(position, path, index)]):  # before anything can fail
+        with tf.control_dependencies([self.counters.remember(position, path, index)]):  # before anything can fail
             payload = tf.identity(payload)
         is_end = index < 0
         usable_element = tf.equal(read_problem, "") & ~is_end
-        if listed:
+        if self.listed:
             features, problem = payload, tf.constant("")
             encoded = tf.cond(usable_element, lambda: tf.io.read_file(path), lambda: tf.constant(b""))
         else:
-            features = parse(payload)  # the end marker's empty payload parses as an empty example
-            problem = problem_text(path, index, features)
-            encoded = tf.concat([features[image_key], [b""]], 0)[0]
+            features = self.parse(payload)  # the end marker's empty payload parses as an empty example
+            problem = self.problem_text(path, index, features)
+            encoded = tf.concat([features[self.image_key], [b""]], 0)[0]
         # Too many pixels is read from the header and skipped by name, never decoded.
         pixels = image_ops.header_pixels(encoded)
-        too_large = pixels > max_pixels
+        too_large = pixels > self.max_pixels
         reason = tf.where(too_large, tf.strings.join([where(path, index), ": its image has ", tf.strings.as_string(
-            pixels), f" pixels, more than --max_image_pixels={max_pixels}"]), "")
+            pixels), f" pixels, more than --max_image_pixels={self.max_pixels}"]), "")
         # Training carries on without the unread rest of a file; evaluation must not report a partial metric;
         # neither goes on when the storage itself keeps failing.
         broken_file = tf.not_equal(read_problem, "")
-        if training:
+        if self.training:
             reason = tf.where(broken_file & (lost >= 0), read_problem, reason)
             problem = tf.where(usable_element, problem, tf.where(lost < 0, read_problem, ""))
         else:
             problem = tf.where(broken_file, read_problem, tf.where(is_end, "", problem))
         usable = usable_element & tf.equal(problem, "") & ~too_large
-        example = tf.cond(usable, lambda: finish(image_ops.decode_rgb(encoded, None), features,
-                                                 element_seed(seeds, position)), blank)
+        example = tf.cond(usable, lambda: self.finish(image_ops.decode_rgb(encoded, None), features,
+                                                      element_seed(self.seeds, position)), self.blank)
         return position, example, problem, reason, lost, is_end
 
-    decoded = numbered.map(_as_written(decode), num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=True).ignore_errors()
-
-    def explain(path, index):
+    def explain(self, path, index):
         """(problem, skip reason) of a record that failed to parse or decode, read again."""
         prefix = where(path, index)
-        payload = _reread(path, index, listed)
-        if listed:
-            return tf.constant(""), image_skip_reason(prefix, payload, max_pixels)
-        kind_problem = _kind_problem(prefix, payload, expected_kinds)
+        payload = _reread(path, index, self.listed)
+        if self.listed:
+            return tf.constant(""), image_skip_reason(prefix, payload, self.max_pixels)
+        kind_problem = _kind_problem(prefix, payload, self.expected_kinds)
         readable = tf.equal(kind_problem, "")
-        features = parse(tf.where(readable, payload, b""))
-        problem = tf.cond(readable, lambda: problem_text(path, index, features), lambda: kind_problem)
+        features = self.parse(tf.where(readable, payload, b""))
+        problem = tf.cond(readable, lambda: self.problem_text(path, index, features), lambda: kind_problem)
 
         def image_reason():
-            encoded = features[image_key]
+            encoded = features[self.image_key]
             return image_skip_reason(prefix, tf.cond(tf.size(encoded) > 0, lambda: encoded[0],
-                                                     lambda: tf.constant(b"")), max_pixels)
+                                                     lambda: tf.constant(b"")), self.max_pixels)
 
         return problem, tf.cond(tf.equal(problem, ""), image_reason, lambda: tf.constant(""))
 
-    def accounted(expected, element):
-        """Sequential: finds the gap before each element, counts, logs and checks."""
+    def explain_gap(self, expected, missing):
+        """(problem, skip reason) of the `missing` records before this element: the first one explained, the
+        others (rare: consecutive failures) only named."""
+        paths, indices, known = self.counters.origins(expected, expected + tf.minimum(missing, NAMED_IN_A_GAP))
+        gap_problem, gap_reason = tf.cond(known[0], lambda: self.explain(paths[0], indices[0]), lambda: (
+            tf.constant(""), tf.strings.join([tf.strings.as_string(missing), " input element(s) failed before "
+                                              "their file and record were known (see the errors logged above)"])))
+        others = tf.strings.reduce_join(tf.strings.as_string(indices[1:]), separator=", ")
+        unnamed = missing - tf.minimum(missing, NAMED_IN_A_GAP)
+        more = tf.strings.join([" (also skipped: records ", others, " of their files", tf.where(
+            unnamed > 0, tf.strings.join([", and ", tf.strings.as_string(unnamed), " more"]), ""), ")"])
+        return gap_problem, tf.where((missing > 1) & tf.not_equal(gap_reason, ""),
+                                     tf.strings.join([gap_reason, more]), gap_reason)
+
+    def log_skips(self, expected, missing, problem, reason, lost):
+        """Logs and counts the gap's records and this element's own skip; the problem that stops the job."""
+        gap_problem, gap_reason = tf.cond(missing > 0, lambda: self.explain_gap(expected, missing),
+                                          lambda: (tf.constant(""), tf.constant("")))
+        logged = [tf.cond(tf.not_equal(gap_reason, ""), lambda: _log_skip(self.counters, missing, gap_reason),
+                          lambda: tf.constant(False))]
+        logged.append(tf.cond(tf.not_equal(reason, ""), lambda: _log_skip(self.counters, tf.maximum(lost, 1), reason),
+                              lambda: tf.constant(False)))
+        with tf.control_dependencies(logged):
+            return tf.where(tf.equal(gap_problem, ""), problem, gap_problem)
+
+    def account(self, expected, element):
+        """Sequential: finds the gap before each element, counts, logs and checks; (next position, (example,
+        keep))."""
         position, example, problem, reason, lost, is_end = element
         missing = position - expected
-
-        def explain_gap():
-            # The first record of the gap, explained; the others (rare: consecutive failures) only named.
-            paths, indices, known = counters.origins(expected, expected + tf.minimum(missing, NAMED_IN_A_GAP))
-            gap_problem, gap_reason = tf.cond(known[0], lambda: explain(paths[0], indices[0]), lambda: (
-                tf.constant(""), tf.strings.join([tf.strings.as_string(missing), " input element(s) failed before "
-                                                  "their file and record were known (see the errors logged above)"])))
-            others = tf.strings.reduce_join(tf.strings.as_string(indices[1:]), separator=", ")
-            unnamed = missing - tf.minimum(missing, NAMED_IN_A_GAP)
-            more = tf.strings.join([" (also skipped: records ", others, " of their files", tf.where(
-                unnamed > 0, tf.strings.join([", and ", tf.strings.as_string(unnamed), " more"]), ""), ")"])
-            return gap_problem, tf.where((missing > 1) & tf.not_equal(gap_reason, ""),
-                                         tf.strings.join([gap_reason, more]), gap_reason)
-
-        def account_skips():
-            gap_problem, gap_reason = tf.cond(missing > 0, explain_gap, lambda: (tf.constant(""), tf.constant("")))
-            logged = [tf.cond(tf.not_equal(gap_reason, ""), lambda: _log_skip(counters, missing, gap_reason),
-                              lambda: tf.constant(False))]
-            logged.append(tf.cond(tf.not_equal(reason, ""), lambda: _log_skip(counters, tf.maximum(lost, 1), reason),
-                                  lambda: tf.constant(False)))
-            with tf.control_dependencies(logged):
-                return tf.where(tf.equal(gap_problem, ""), problem, gap_problem)
-
         # Most records: nothing skipped, one branch not taken.
-        problem = tf.cond((missing > 0) | tf.not_equal(reason, ""), account_skips, lambda: problem)
+        problem = tf.cond((missing > 0) | tf.not_equal(reason, ""),
+                          lambda: self.log_skips(expected, missing, problem, reason, lost), lambda: problem)
         records_ = missing + tf.where(is_end, tf.constant(0, tf.int64), tf.maximum(lost, 1))
         failed = tf.debugging.Assert(tf.equal(problem, ""), [tf.strings.join([DATA_ERROR_MARKER, problem])])
-        with tf.control_dependencies([failed, counters.attempted.assign_add(records_)]):
+        with tf.control_dependencies([failed, self.counters.attempted.assign_add(records_)]):
             keep = tf.equal(reason, "") & ~is_end
             return position + 1, (tf.nest.map_structure(tf.identity, example), keep)
-
-    def kept(example, keep):
-        return keep
-
-    def without_flag(example, keep):
-        return example
-
-    return decoded.scan(tf.constant(first_position, tf.int64), _as_written(accounted)).filter(kept).map(without_flag)
 
 
 def full_batches_with_weights(dataset: tf.data.Dataset, batch_size: int, blank_example,

@@ -44,3 +44,28 @@ def test_a_reachable_host_passes_the_check(tmp_path, monkeypatch):
         monkeypatch.setenv("KERAS_HOME", str(tmp_path))
         monkeypatch.setenv(pretrained.PROBE_ADDRESS_VARIABLE, f"127.0.0.1:{server.getsockname()[1]}")
         pretrained.check_imagenet_available("mobilenet-v2")  # not cached, but downloadable: no error
+
+
+@pytest.mark.parametrize("model_type, cached", [
+    # The names keras.applications and KerasHub give the files they download (their sources, Keras 3.13).
+    ("efficientnet-b3", "models/efficientnetb3_notop.h5"),
+    ("efficientnetv2-s", "models/efficientnetv2-s_notop.h5"),
+    ("mobilenet-v2", "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    ("mobilenet-v3-large", "models/weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+    ("resnet-50", "kagglehub/models/keras/resnetv1/keras/resnet_50_imagenet/2"),
+])
+def test_each_backbones_imagenet_cache_name_finds_the_file_its_library_writes(model_type, cached, tmp_path,
+                                                                              monkeypatch):
+    from algorithms import backbones
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    monkeypatch.setenv(pretrained.PROBE_ADDRESS_VARIABLE, refusing_address())
+    path = tmp_path / cached
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"cached")
+    pretrained.check_imagenet_available(model_type)  # found: no probe, no error
+    others = [name for name, spec in backbones.BACKBONES.items()
+              if spec.imagenet_source and spec.family == backbones.spec(model_type).family and name != model_type]
+    with pytest.raises(UserInputError, match="cannot be reached"):
+        pretrained.check_imagenet_available(others[0])  # another network's file does not count

@@ -2,15 +2,15 @@
 
 from absl import flags
 
-from algorithms.classification.model import MODEL_TYPES, native_image_size
+from algorithms import backbones
 from algorithms.classification.params import ClassificationParams
-from core.errors import UserInputError, nearest
+from core.errors import UserInputError
 
 DEFAULT_MODEL_TYPE = "efficientnet-b0"
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string("model_type", DEFAULT_MODEL_TYPE, f"Backbone: {', '.join(MODEL_TYPES)}.", flag_values=fv)
+    flags.DEFINE_string("model_type", DEFAULT_MODEL_TYPE, f"Backbone: {', '.join(backbones.MODEL_TYPES)}.", flag_values=fv)
     flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the softmax cross-entropy, in [0, 1).", flag_values=fv)
     flags.DEFINE_string("pretrained_weights", None, "Backbone weights to start from: 'imagenet' (keras.applications / KerasHub, downloaded or from their cache), a .weights.h5 file, a KerasHub preset dir, or a checkpoint/job/model dir of this trainer (local or gs://).", flag_values=fv)
     flags.DEFINE_float("dropout_rate", None, "Dropout before the dense head, in [0, 1); default: the backbone's (0.2-0.5 for EfficientNets, 0 for ResNets).", flag_values=fv)
@@ -23,7 +23,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def parse_image_size(text: str | None, model_type: str) -> int:
     if text is None or not str(text).strip():
-        return native_image_size(model_type)
+        return backbones.spec(model_type).native_size
     parts = [p.strip() for p in str(text).split(",")]
     try:
         sizes = [int(p) for p in parts]
@@ -35,10 +35,7 @@ def parse_image_size(text: str | None, model_type: str) -> int:
 
 
 def read_params(fv: flags.FlagValues) -> ClassificationParams:
-    model_type = (fv.model_type or "").strip().lower()
-    if model_type not in MODEL_TYPES:
-        raise UserInputError(f"--model_type={fv.model_type!r} is not a classifier backbone"
-                             f"{nearest(model_type, MODEL_TYPES)}; use one of {', '.join(MODEL_TYPES)}")
+    model_type = backbones.spec(fv.model_type).name  # refused here, with the list, when unknown
     if fv.dropout_rate is not None and not 0.0 <= fv.dropout_rate < 1.0:
         raise UserInputError(f"--dropout_rate={fv.dropout_rate} must be in [0, 1)")
     if fv.regularizers_l2 < 0:

@@ -5,9 +5,7 @@ import tensorflow as tf
 
 from algorithms import backbones
 
-MODEL_TYPES = (tuple(f"resnet-{d}" for d in backbones.RESNET_DEPTHS) + tuple(backbones.EFFICIENTNETS)
-               + tuple(backbones.TRANSFER_BACKBONES))
-native_image_size = backbones.native_image_size
+MODEL_TYPES = backbones.MODEL_TYPES
 
 
 class ImageClassifier(keras.Model):
@@ -21,7 +19,7 @@ class ImageClassifier(keras.Model):
         self.backbone = backbones.build_feature_extractor(model_type, image_size,
                                                           resnet_from_preset=resnet_from_preset)
         self.pool = keras.layers.GlobalAveragePooling2D(name="avg_pool")
-        rate = backbones.default_dropout(model_type) if dropout_rate is None else dropout_rate
+        rate = backbones.spec(model_type).dropout if dropout_rate is None else dropout_rate
         self.dropout = keras.layers.Dropout(rate, name="top_dropout")
         # float32 logits whatever the compute dtype: the softmax and the loss need the range.
         self.head = keras.layers.Dense(num_classes, name="logits", dtype="float32")

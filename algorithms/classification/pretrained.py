@@ -28,25 +28,17 @@ PROBE_SECONDS = 3.0
 PROBE_ADDRESS_VARIABLE = "PRETRAINED_PROBE_ADDRESS"
 
 
-def _cache_name_fragment(model_type: str) -> str:
-    """How keras.applications names the cached no-top weights file: efficientnetb0_notop.h5,
-    efficientnetv2-b0_notop.h5, mobilenet_v2_..._no_top.h5, weights_mobilenet_v3_small_..._no_top_v2.h5."""
-    if model_type.startswith("efficientnet-"):
-        return model_type.replace("-", "")
-    if model_type.startswith("mobilenet-"):
-        return model_type.replace("-", "_")
-    return model_type
-
-
-def _cached_imagenet_files(model_type: str) -> list[str]:
-    if model_type in backbones.APPLICATIONS:
+def _cached_imagenet_files(backbone: backbones.BackboneSpec) -> list[str]:
+    """keras.applications names its cached no-top weights efficientnetb0_notop.h5, efficientnetv2-b0_notop.h5,
+    mobilenet_v2_..._no_top.h5, weights_mobilenet_v3_small_..._no_top_v2.h5; KerasHub keeps a preset folder."""
+    if backbone.imagenet_source is None:
+        return []
+    if backbone.imagenet_source == backbones.KERAS_APPLICATIONS:
         cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
-        fragment = _cache_name_fragment(model_type)
         return [f for f in glob.glob(os.path.join(cache, "*.h5"))
-                if fragment in os.path.basename(f) and "top" in os.path.basename(f)]
-    depth = model_type.split("-")[1]
+                if backbone.imagenet_cache_name in os.path.basename(f) and "top" in os.path.basename(f)]
     cache = os.environ.get("KAGGLEHUB_CACHE", os.path.expanduser("~/.cache/kagglehub"))
-    return glob.glob(os.path.join(cache, "models", "keras", "*", "keras", f"resnet_{depth}_imagenet", "*"))
+    return glob.glob(os.path.join(cache, "models", "keras", "*", "keras", backbone.imagenet_cache_name, "*"))
 
 
 def _reachable(host: str) -> bool:
@@ -63,13 +55,15 @@ def _reachable(host: str) -> bool:
 
 def check_imagenet_available(model_type: str) -> None:
     """Raises a one-line UserInputError when the ImageNet weights are neither cached nor downloadable."""
-    if model_type.startswith("resnet-") and int(model_type.split("-")[1]) not in backbones.RESNET_IMAGENET_PRESETS:
-        depths = ", ".join(f"resnet-{d}" for d in backbones.RESNET_IMAGENET_PRESETS)
-        raise UserInputError(f"--pretrained_weights=imagenet: KerasHub has no ImageNet preset for --model_type="
-                             f"{model_type}; use one of {depths}, or give a weights file or checkpoint")
-    if _cached_imagenet_files(model_type):
+    backbone = backbones.spec(model_type)
+    if backbone.imagenet_source is None:
+        those = ", ".join(s.name for s in backbones.BACKBONES.values()
+                          if s.family == backbone.family and s.imagenet_source)
+        raise UserInputError(f"--pretrained_weights=imagenet: {backbones.KERAS_HUB} has no ImageNet preset for "
+                             f"--model_type={model_type}; use one of {those}, or give a weights file or checkpoint")
+    if _cached_imagenet_files(backbone):
         return
-    source = "KerasHub" if model_type.startswith("resnet-") else "keras.applications"
+    source = backbone.imagenet_source
     if not _reachable(DOWNLOAD_HOSTS[source]):
         raise UserInputError(
             f"--pretrained_weights=imagenet: the {source} ImageNet weights of {model_type} are not cached and "
@@ -144,7 +138,7 @@ def download(model_types: list[str]) -> None:
     """Fills the Keras / KerasHub caches with these backbones' ImageNet weights (the image build's step)."""
     for model_type in model_types:
         check_imagenet_available(model_type)
-        backbones.build_feature_extractor(model_type, backbones.native_image_size(model_type), weights="imagenet")
+        backbones.build_feature_extractor(model_type, backbones.spec(model_type).native_size, weights="imagenet")
         print(f"cached ImageNet weights for {model_type}")
 
 

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from algorithms import backbones
 from algorithms.classification import pretrained, report_figures
 from algorithms.classification.model import ImageClassifier
 from algorithms.classification.params import ClassificationParams
@@ -142,7 +143,9 @@ class ClassificationTask(Task):
     # --- model -------------------------------------------------------------------------------------------
     def build_model(self) -> keras.Model:
         p = self.params
-        resnet_from_preset = p.pretrained_weights == "imagenet" and p.model_type.startswith("resnet-")
+        # KerasHub's ImageNet ResNets differ a little from the config-built ones: build the preset's architecture.
+        resnet_from_preset = (p.pretrained_weights == "imagenet"
+                              and backbones.spec(p.model_type).imagenet_source == backbones.KERAS_HUB)
         return ImageClassifier(p.model_type, p.image_size, self.config.num_classes, dropout_rate=p.dropout_rate,
                                resnet_from_preset=resnet_from_preset, name="image_classifier")
 

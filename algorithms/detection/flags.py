@@ -6,7 +6,8 @@ Where the built-in's docs are silent the defaults are those of the upstream Reti
 
 from absl import flags
 
-from algorithms.detection.params import FPN_TYPES, RESNET_DEPTHS, DetectionParams
+from algorithms.backbones import detection_depths
+from algorithms.detection.params import FPN_TYPES, DetectionParams
 from algorithms.runtime.config import TrainingDefaults
 from algorithms.runtime.flags import parse_number_list
 from core.errors import UserInputError
@@ -32,7 +33,7 @@ DETECTION_ONLY_FLAGS = frozenset({
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_integer("resnet_depth", 50, f"ResNet depth: of the detection backbone ({', '.join(map(str, RESNET_DEPTHS))}); on classification data, a ResNet classifier of that depth (same as --model_type=resnet-N).", flag_values=fv)
+    flags.DEFINE_integer("resnet_depth", 50, f"ResNet depth: of the detection backbone ({', '.join(map(str, detection_depths()))}); on classification data, a ResNet classifier of that depth (same as --model_type=resnet-N).", flag_values=fv)
     flags.DEFINE_string("fpn_type", "fpn", f"Multi-level feature network: {', '.join(FPN_TYPES)}.", flag_values=fv)
     flags.DEFINE_integer("fpn_min_level", 3, "Finest pyramid level (stride 2^level) of the anchors and heads.", flag_values=fv)
     flags.DEFINE_integer("fpn_max_level", 7, "Coarsest pyramid level; images are padded to a multiple of 2^level.", flag_values=fv)

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from algorithms.backbones import RESNET_DEPTHS
+from algorithms.backbones import detection_depths
 from core.errors import UserInputError
 
 FPN_TYPES = ("fpn", "nasfpn")
@@ -44,9 +44,9 @@ class DetectionParams:
         return self.anchor_num_scales * len(self.aspect_ratios)
 
     def validate(self) -> None:
-        if self.resnet_depth not in RESNET_DEPTHS:
+        if self.resnet_depth not in detection_depths():
             raise UserInputError(f"--resnet_depth={self.resnet_depth} is not supported; use one of "
-                                 f"{', '.join(map(str, RESNET_DEPTHS))}")
+                                 f"{', '.join(map(str, detection_depths()))}")
         if self.fpn_type not in FPN_TYPES:
             raise UserInputError(f"--fpn_type={self.fpn_type!r} is not supported; use fpn or nasfpn")
         if not 2 <= self.min_level <= 5 or self.max_level < max(self.min_level, 5) or self.max_level > 8:
