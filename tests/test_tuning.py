@@ -310,3 +310,29 @@ def test_two_tuners_sharing_one_postgresql_study_run_disjoint_trials(digits, tmp
     study = optuna.load_study(study_name="tuning", storage=postgres)
     assert sorted(t.number + 1 for t in study.trials if t.state.name == "COMPLETE") == [1, 2, 3, 4]
     assert "***" not in postgres and outputs[0][0].splitlines()[0].endswith("study tuning in " + postgres)
+
+
+def test_tuners_sharing_a_job_dir_write_its_results_files_at_the_same_time_without_failing(tmp_path):
+    """Two tuners on one study write trials.csv and report.html into the same job dir: each write goes through
+    a partial copy of its own (a shared `report.html.partial` was renamed away under the other's feet)."""
+    import threading
+
+    from tuning import results
+
+    failures = []
+
+    def writer(mark):
+        try:
+            for _ in range(300):
+                results._atomic_write(str(tmp_path / "report.html"), lambda handle: handle.write(mark * 4096))
+        except OSError as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=writer, args=(mark,)) for mark in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[0]
+    assert (tmp_path / "report.html").read_text() in ("a" * 4096, "b" * 4096)
+    assert os.listdir(tmp_path) == ["report.html"], "no partial copy is left behind"

@@ -2,10 +2,12 @@
 history, the parameters' importance and a parallel-coordinates plot, drawn with Optuna's matplotlib plots)."""
 
 import base64
+import contextlib
 import csv
 import html
 import io
 import os
+import uuid
 import warnings
 
 from absl import logging
@@ -51,10 +53,18 @@ def _csv(handle, columns, table) -> None:
 
 
 def _atomic_write(path: str, fill) -> None:
-    partial = path + ".partial"
-    with open(partial, "w", newline="") as handle:
-        fill(handle)
-    os.replace(partial, path)
+    """Readers see the old file or the new one. Tuners sharing a study (and a job dir) write the same files:
+    each writes its own partial copy, so one's rename never takes the other's file away."""
+    directory, name = os.path.split(path)
+    partial = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(partial, "w", newline="") as handle:
+            fill(handle)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise
 
 
 def _figures(trials: list, spec: TuningSpec, metric: str) -> list[tuple[str, str]]:
