@@ -41,6 +41,7 @@ COPY export/ export/
 COPY client/ client/
 COPY tuning/ tuning/
 COPY algorithms/ algorithms/
+COPY platforms/ platforms/
 USER ${RUN_AS}
 
 # Optional ImageNet backbones baked in (as the trainer user's Keras / KerasHub caches) for jobs that run in

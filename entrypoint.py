@@ -5,12 +5,11 @@ accurate model as a SavedModel: the command line of Google's AI Platform built-i
     python entrypoint.py --training_data_path=... --validation_data_path=... --job-dir=... \
         --num_classes=5 --max_steps=1000 [--model_type=resnet-18 ...]
     python entrypoint.py predict --model_dir=JOB_DIR/model --input=IMAGE|DIR|GLOB [--output_images=DIR]
-    IMAGE train        (SageMaker: hyperparameters, channels and outputs under /opt/ml, or $SAGEMAKER_BASE_DIR)
+    IMAGE train        (SageMaker: hyperparameters, channels and outputs under /opt/ml; platforms/sagemaker.py)
     python entrypoint.py tune --config=SPEC.yaml --job-dir=DIR [--storage=URL] [--parallel_trials=N] \
         -- <training flags>   (a hyperparameter sweep on Optuna; `tune --help`)
 """
 
-import json
 import os
 import sys
 
@@ -27,6 +26,7 @@ def _only_our_info_lines(record) -> bool:
 def main(argv: list[str]) -> int:
     from absl import logging
 
+    import platforms
     from algorithms import registry
     from algorithms.runtime.preemption import Preempted
     from core.errors import UserInputError
@@ -46,28 +46,18 @@ def main(argv: list[str]) -> int:
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_only_our_info_lines)
-    failure_file, output_layout = None, None
+    failure_file = platforms.failure_file(argv)  # SageMaker's: its FailureReason
+    if failure_file and os.path.exists(failure_file):  # left by a stopped run of this job (a spot restart)
+        os.remove(failure_file)
 
     def fail(line: str) -> None:
         print(line, file=sys.stderr)
         if failure_file:
-            from algorithms.runtime import sagemaker
-
-            sagemaker.write_failure(failure_file, line)
+            platforms.write_failure(failure_file, line)
 
     try:
-        if argv and argv[0] == "train":  # SageMaker's invocation: the job is described by files
-            from algorithms.runtime import sagemaker
-
-            failure_file = f"{sagemaker.base_dir()}/output/failure"
-            if os.path.exists(failure_file):  # left by a stopped run of this job (a spot restart)
-                os.remove(failure_file)
-            job = sagemaker.read_job(set(registry.new_flag_values()))
-            argv, output_layout = [*job.argv, *argv[1:]], job.layout
-            if job.tf_config and not os.environ.get("TF_CONFIG"):
-                os.environ["TF_CONFIG"] = json.dumps(job.tf_config)
-            logging.info("SageMaker job: %s", " ".join(argv))
-        config = registry.parse_job_config(argv, output_layout=output_layout)
+        job = platforms.job_from(argv, set(registry.new_flag_values()))
+        config = registry.parse_job_config(job.argv, placement=job.placement)
         summary = registry.run_job(config)
     except UserInputError as error:
         logging.error("%s", error)
@@ -91,6 +81,8 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     from algorithms.runtime import cpu_kernels
+    from platforms import sagemaker
 
-    cpu_kernels.choose(sys.argv[1:])  # before TensorFlow loads; only here, so a main() called in-process sets nothing
+    # Before TensorFlow loads; only here, so a main() called in-process sets nothing.
+    cpu_kernels.choose(sys.argv[1:], sagemaker.hyperparameters_of(sys.argv[1:]))
     sys.exit(main(sys.argv[1:]))

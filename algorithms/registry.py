@@ -13,11 +13,12 @@ from absl import flags, logging
 
 from algorithms.classification import flags as classification_flags
 from algorithms.detection import flags as detection_flags
-from algorithms.runtime import flag_aliases
 from algorithms.runtime import flags as shared_flags
 from algorithms.runtime.config import JobConfig, TrainingDefaults
+from algorithms.runtime.placement import Placement
 from core import feature_keys
 from core.errors import UserInputError, nearest
+from platforms import google_cloud, resnet_main
 
 DETECTION_ONLY_FLAGS = detection_flags.DETECTION_ONLY_FLAGS
 
@@ -53,7 +54,7 @@ TASK_SPECS = {
 def new_flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     shared_flags.define_shared_flags(fv)
-    flag_aliases.define_flags(fv)
+    resnet_main.define_flags(fv)
     for spec in TASK_SPECS.values():
         spec.define_flags(fv)
     return fv
@@ -62,7 +63,7 @@ def new_flag_values() -> flags.FlagValues:
 def normalize_argv(argv: list[str]) -> list[str]:
     """`--job-dir` (gcloud's spelling) is the same flag as `--job_dir`; quotes around a value are not part of it."""
     argv = ["--job_dir" + arg[len("--job-dir"):] if arg.startswith("--job-dir") else arg for arg in argv]
-    return flag_aliases.strip_quotes(argv)
+    return shared_flags.strip_quotes(argv)
 
 
 def _flag_names(args: list[str]) -> set[str]:
@@ -169,9 +170,10 @@ def _refuse_unknown(leftover: list[str], fv: flags.FlagValues) -> None:
     raise UserInputError(f"unknown flag --{name}{nearest(f'--{name}', known)}; `entrypoint.py --help` lists the flags")
 
 
-def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
-    """argv (without the program name) -> JobConfig; raises UserInputError for any bad value. `output_layout`
-    (a JobLayout) replaces the directories --job_dir would give, for platforms that fix them (SageMaker)."""
+def parse_job_config(argv: list[str], placement: Placement | None = None) -> JobConfig:
+    """argv (without the program name) -> JobConfig; raises UserInputError for any bad value. `placement` is
+    what the platform says of this process (platforms.job_from); None: what its variables say (a job started by
+    hand sets none: one process, no trial)."""
     argv = normalize_argv(list(argv))
     fv = new_flag_values()
     try:
@@ -179,7 +181,7 @@ def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
     except flags.Error as error:
         raise UserInputError(str(error)) from None
     _refuse_unknown(leftover, fv)
-    given = flag_aliases.apply(fv, _flag_names(argv))
+    given = resnet_main.apply(fv, _flag_names(argv))
     shared_flags.check_finite_numbers(fv)
     task, why, training_data = choose_task(fv.task, given, fv.training_data_path)
     logging.info("task: %s (chosen by %s)", task, why)
@@ -193,13 +195,15 @@ def parse_job_config(argv: list[str], output_layout=None) -> JobConfig:
     spec = TASK_SPECS[task]
     config = shared_flags.read_job_config(fv, task, spec.read_params(fv), spec.defaults)
     return dataclasses.replace(config, training_data=training_data, export_dir=fv.export_dir or None,
-                               output_layout=output_layout)
+                               placement=placement or google_cloud.placement())
 
 
 def run_job(config: JobConfig):
     from algorithms.runtime.trainer import train
+    from platforms import hypertune
 
-    return train(TASK_SPECS[config.task].make_task(config), config)
+    task = TASK_SPECS[config.task].make_task(config)
+    return train(task, config, evaluation_callbacks=(hypertune.evaluation_callback(task.metric_name),))
 
 
 def help_text() -> str:

@@ -122,9 +122,10 @@ def test_the_product_imports_only_what_the_runtime_lock_installs():
 
     runtime = _locked("runtime.lock")
     distributions = importlib.metadata.packages_distributions()
-    local = {"algorithms", "core", "dataloaders", "data", "export", "client", "tuning", "entrypoint"}
+    local = {"algorithms", "platforms", "core", "dataloaders", "data", "export", "client", "tuning", "entrypoint"}
     missing = {}
-    for top in ("algorithms", "core", "dataloaders", "data", "export", "client", "tuning", "entrypoint.py"):
+    for top in ("algorithms", "platforms", "core", "dataloaders", "data", "export", "client", "tuning",
+                "entrypoint.py"):
         paths = [os.path.join(REPO, top)] if top.endswith(".py") else [
             os.path.join(d, f) for d, _, fs in os.walk(os.path.join(REPO, top)) for f in fs if f.endswith(".py")]
         for path in paths:

@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from algorithms import registry
-from algorithms.runtime import sagemaker
+from platforms import google_cloud, sagemaker
 from core.errors import UserInputError
 from tests.conftest import REPO, run_entrypoint
 
@@ -249,3 +249,125 @@ def test_one_class_folder_is_refused_naming_detection(tmp_path, capsys):
     assert entrypoint.main([f"--training_data_path={folders}", f"--job-dir={tmp_path / 'c'}", "--max_steps=1",
                             "--num_classes=3"]) == 2
     assert "has 2 class folders (cat, object) but --num_classes=3" in capsys.readouterr().err
+
+
+def test_tpu_detection_from_the_platforms_real_formats():
+    ai_platform = {"TPU_CONFIG": json.dumps({"project": "my-project", "zone": "us-central1-b",
+                                             "tpu_node_name": "cmle-training-1234-tpu"})}
+    assert google_cloud.tpu_target(ai_platform) == {"tpu": ["cmle-training-1234-tpu"], "zone": "us-central1-b",
+                                                "project": "my-project", "job_name": "worker"}
+    assert google_cloud.tpu_target({"TPU_NAME": "grpc://10.2.3.4:8470"}) == {"tpu": "grpc://10.2.3.4:8470"}
+    assert google_cloud.tpu_target({"KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS": "grpc://10.0.0.2:8470"}) == {
+        "tpu": "grpc://10.0.0.2:8470"}
+    assert google_cloud.tpu_target({"TPU_ACCELERATOR_TYPE": "v5litepod-8"}) == {"tpu": "local"}  # Vertex TPU VM
+    assert google_cloud.tpu_target({"TF_CONFIG": "{}", "CLOUD_ML_JOB_ID": "j"}) is None
+    with pytest.raises(UserInputError, match="TPU_CONFIG"):
+        google_cloud.tpu_target({"TPU_CONFIG": "{not json"})
+
+
+def test_chief_detection_in_both_platforms_naming():
+    def with_tf_config(cluster, task):
+        return google_cloud.placement({"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}).is_chief
+
+    assert with_tf_config({"master": ["a:1"], "worker": ["b:1"]}, {"type": "master", "index": 0})
+    assert with_tf_config({"chief": ["a:1"], "worker": ["b:1"]}, {"type": "chief", "index": 0})
+    assert not with_tf_config({"chief": ["a:1"], "worker": ["b:1"]}, {"type": "worker", "index": 0})
+    assert with_tf_config({"workerpool0": ["a:1"], "worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0})
+    assert not with_tf_config({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1})
+    assert not with_tf_config({"chief": ["a:1"], "evaluator": ["c:1"]}, {"type": "evaluator", "index": 0})
+
+
+# -- every platform adapter, from its variables or files to the config it produces (no training) ---------------
+
+def test_an_ai_platform_trial_on_a_cluster_becomes_a_placement_and_the_config_carries_it(digits, monkeypatch):
+    """AI Platform's variables for worker 1 of trial 4 of a tuning job on a CUSTOM tier cluster."""
+    from algorithms.runtime.job_layout import JobLayout
+
+    env = {"TF_CONFIG": json.dumps({"cluster": {"master": ["m:2222"], "worker": ["w0:2222", "w1:2222"]},
+                                    "task": {"type": "worker", "index": 1, "trial": "4"}, "environment": "cloud",
+                                    "job": {"job_name": "sweep"}}),
+           "CLOUD_ML_JOB_ID": "sweep_20261207"}
+    placement = google_cloud.placement(env)
+    assert placement.cluster["cluster"] == {"chief": ["m:2222"], "worker": ["w0:2222", "w1:2222"]}
+    assert placement.cluster["task"] == {"type": "worker", "index": 1, "trial": "4"}
+    assert (placement.worker_count, placement.is_chief, placement.trial_id, placement.job_id) == (
+        3, False, "4", "sweep_20261207")
+    assert placement.tpu is None and placement.fixed_layout is None and placement.default_layout is None
+    layout = JobLayout.create("gs://b/job", placement)
+    assert (layout.model_dir, layout.checkpoint_dir, layout.tensorboard_dir) == (
+        "gs://b/job/model/trial_4", "gs://b/job/checkpoints/trial_4", "gs://b/job/logs/trial_4")
+    config = registry.parse_job_config([f"--training_data_path={digits['train']}", "--job-dir=gs://b/job",
+                                        "--num_classes=10", "--max_steps=1"], placement=placement)
+    assert config.placement == placement
+    # The cluster TensorFlow's MultiWorkerMirroredStrategy reads, with its names.
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    google_cloud.publish_cluster(placement.cluster)
+    assert json.loads(os.environ["TF_CONFIG"])["cluster"]["chief"] == ["m:2222"]
+
+
+def test_vertex_ai_directories_trial_and_tensorboard_become_the_layout():
+    from algorithms.runtime.job_layout import JobLayout
+
+    env = {"AIP_MODEL_DIR": "gs://b/out/model/", "AIP_CHECKPOINT_DIR": "gs://b/out/checkpoints/",
+           "AIP_TENSORBOARD_LOG_DIR": "gs://b/tb/", "CLOUD_ML_TRIAL_ID": "2"}
+    placement = google_cloud.placement(env)
+    assert placement.trial_id == "2" and placement.is_chief and placement.cluster == {}
+    assert JobLayout.create(None, placement) == JobLayout(model_dir="gs://b/out/model",
+                                                          checkpoint_dir="gs://b/out/checkpoints",
+                                                          report_dir="gs://b/out/report", tensorboard_dir="gs://b/tb")
+    # With --job-dir too: the job dir's per-trial folders, and Vertex AI's TensorBoard still gets the events.
+    layout = JobLayout.create("gs://b/job", placement)
+    assert (layout.model_dir, layout.tensorboard_dir) == ("gs://b/job/model/trial_2", "gs://b/tb")
+    assert google_cloud.placement({}) == google_cloud.placement({"TF_CONFIG": " "})  # started by hand: nothing
+    with pytest.raises(UserInputError, match="--job-dir is required"):
+        JobLayout.create(None, google_cloud.placement({}))
+
+
+def test_a_trials_environment_has_its_id_and_metric_file_and_not_the_tuners_cluster():
+    env = google_cloud.trial_environment({"TF_CONFIG": "{}", "PATH": "/bin", "CLOUD_ML_TRIAL_ID": "9"}, 3, "/t/m")
+    assert env == {"PATH": "/bin", "CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": "/t/m"}
+    assert google_cloud.placement(env).trial_id == "3"
+
+
+def test_sagemakers_files_become_the_command_line_fixed_directories_and_cluster(tmp_path, monkeypatch):
+    import platforms
+
+    root = _sagemaker_root(tmp_path, {"epochs": "2", "batch_size": "\"16\"", "seed": "7"},
+                           channels=("training", "validation"))
+    (root / "input" / "config" / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}))
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(root))
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert platforms.failure_file(["train"]) == f"{root}/output/failure"
+    assert platforms.failure_file(["--max_steps=3"]) is None
+    job = platforms.job_from(["train", "--log_every_steps=5"], set(registry.new_flag_values()))
+    assert job.argv == ["--train_batch_size=16", "--epochs=2", "--seed=7",
+                        f"--training_data_path={root}/input/data/training",
+                        f"--validation_data_path={root}/input/data/validation", "--log_every_steps=5"]
+    layout = job.placement.fixed_layout
+    assert (layout.model_dir, layout.checkpoint_dir, layout.report_dir) == (
+        f"{root}/model/1", f"{root}/checkpoints", f"{root}/output/data")
+    assert job.placement.cluster == {"cluster": {"worker": ["algo-1:2222", "algo-2:2222"]},
+                                     "task": {"type": "worker", "index": 0}}
+    assert job.placement.is_chief and json.loads(os.environ["TF_CONFIG"]) == job.placement.cluster
+    # The directories stay SageMaker's whatever --job-dir says; the seed reaches the CPU kernels' choice.
+    from algorithms.runtime import cpu_kernels
+    from algorithms.runtime.job_layout import JobLayout
+
+    assert JobLayout.create("/elsewhere", job.placement) == layout
+    assert not cpu_kernels.onednn_wanted(["train"], sagemaker.hyperparameters_of(["train"]))
+
+
+def test_the_resnet_main_command_line_becomes_our_flags(digits):
+    data_dir = os.path.dirname(digits["train"])
+    config = registry.parse_job_config([
+        f"--data_dir={data_dir}", "--model_dir=/tmp/out", "--resnet_depth=34", "--train_batch_size=64",
+        "--train_steps=100", "--steps_per_eval=25", "--num_label_classes=10", "--base_learning_rate=0.2",
+        "--momentum=0.8", "--tpu=my-tpu", "--iterations_per_loop=100"])
+    assert (config.training_data_path, config.validation_data_path) == (f"{data_dir}/train-*",
+                                                                       f"{data_dir}/validation-*")
+    assert (config.job_dir, config.max_steps, config.train_steps_per_eval, config.num_classes) == (
+        "/tmp/out", 100, 25, 10)
+    assert config.task_params.model_type == "resnet-34"
+    assert config.schedule.initial_learning_rate == pytest.approx(0.2 * 64 / 256)
+    assert config.optimizer.keras_arguments["momentum"] == pytest.approx(0.8)

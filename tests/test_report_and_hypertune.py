@@ -1,4 +1,4 @@
-"""algorithms/runtime/report.py and hypertune_reporter.py on their own: files written, kept across restarts,
+"""algorithms/runtime/report.py and platforms/hypertune.py on their own: files written, kept across restarts,
 and a broken figure never failing the job."""
 
 import csv
@@ -56,7 +56,7 @@ def test_a_disabled_report_writes_nothing(tmp_path):
 def test_hypertune_lines_accumulate_in_the_metric_file_with_the_trial_id(tmp_path):
     """In a fresh process, as a job reports: one JSON line per evaluation, all kept (HyperTune rewrites the file)."""
     metrics = tmp_path / "hypertune" / "output.metrics"
-    code = ("from algorithms.runtime import hypertune_reporter as h\n"
+    code = ("from platforms import hypertune as h\n"
             "h.report('top_1_accuracy', 0.25, 100)\nh.report('top_1_accuracy', 0.5, 200)\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
                    env={"CLOUD_ML_HP_METRIC_FILE": str(metrics), "CLOUD_ML_TRIAL_ID": "7", "PATH": "/usr/bin:/bin"})

@@ -198,6 +198,7 @@ def test_seeded_runs_get_tensorflows_own_cpu_kernels_and_others_onednns(argv, on
     """oneDNN's filter gradients are not repeatable bit for bit: op determinism keeps TensorFlow's own kernels.
     (The tuning tests and the seeded runs here check the kernels each job logs it ran.)"""
     from algorithms.runtime import cpu_kernels
+    from platforms import sagemaker
 
     flag_file = tmp_path / "flags.txt"
     flag_file.write_text("--num_classes=3\n--seed=5\n")
@@ -205,4 +206,4 @@ def test_seeded_runs_get_tensorflows_own_cpu_kernels_and_others_onednns(argv, on
     (tmp_path / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"seed": "\"7\""}))
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
     argv = [f"--flagfile={flag_file}"] if argv == ["flagfile"] else argv
-    assert cpu_kernels.onednn_wanted(argv) == onednn
+    assert cpu_kernels.onednn_wanted(argv, sagemaker.hyperparameters_of(argv)) == onednn

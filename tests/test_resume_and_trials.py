@@ -67,22 +67,24 @@ def test_trial_id_from_tf_config_selects_the_trial_directories(digits, tmp_path,
 
 def test_trial_id_from_cloud_ml_trial_id(monkeypatch):
     from algorithms.runtime.job_layout import JobLayout
+    from platforms import google_cloud
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "7")
-    layout = JobLayout.create("gs://bucket/job")
+    layout = JobLayout.create("gs://bucket/job", google_cloud.placement())
     assert layout.model_dir == "gs://bucket/job/model/trial_7"
     assert layout.checkpoint_dir == "gs://bucket/job/checkpoints/trial_7"
 
 
 def test_vertex_directories_when_no_job_dir(monkeypatch):
     from algorithms.runtime.job_layout import JobLayout
+    from platforms import google_cloud
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("CLOUD_ML_TRIAL_ID", raising=False)
     monkeypatch.setenv("AIP_MODEL_DIR", "gs://bucket/out/model/")
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://bucket/out/checkpoints/")
-    layout = JobLayout.create(None)
+    layout = JobLayout.create(None, google_cloud.placement())
     assert (layout.model_dir, layout.checkpoint_dir) == ("gs://bucket/out/model", "gs://bucket/out/checkpoints")
 
 

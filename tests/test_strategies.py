@@ -74,20 +74,6 @@ def test_mirrored_over_two_logical_cpus_trains_and_exports(digits, tmp_path):
     assert os.path.exists(tmp_path / "job" / "model" / "saved_model.pb")
 
 
-def test_tpu_detection_from_the_platforms_real_formats():
-    ai_platform = {"TPU_CONFIG": json.dumps({"project": "my-project", "zone": "us-central1-b",
-                                             "tpu_node_name": "cmle-training-1234-tpu"})}
-    assert strategy.tpu_target(ai_platform) == {"tpu": ["cmle-training-1234-tpu"], "zone": "us-central1-b",
-                                                "project": "my-project", "job_name": "worker"}
-    assert strategy.tpu_target({"TPU_NAME": "grpc://10.2.3.4:8470"}) == {"tpu": "grpc://10.2.3.4:8470"}
-    assert strategy.tpu_target({"KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS": "grpc://10.0.0.2:8470"}) == {
-        "tpu": "grpc://10.0.0.2:8470"}
-    assert strategy.tpu_target({"TPU_ACCELERATOR_TYPE": "v5litepod-8"}) == {"tpu": "local"}  # Vertex TPU VM
-    assert strategy.tpu_target({"TF_CONFIG": "{}", "CLOUD_ML_JOB_ID": "j"}) is None
-    with pytest.raises(UserInputError, match="TPU_CONFIG"):
-        strategy.tpu_target({"TPU_CONFIG": "{not json"})
-
-
 def test_tpu_connection_retries_while_the_node_is_provisioned():
     """The resolver is the only stand-in here: no TPU exists on this machine."""
     attempts, sleeps = [], []
@@ -111,18 +97,3 @@ def test_tpu_connection_retries_while_the_node_is_provisioned():
 
     with pytest.raises(UserInputError, match="did not become ready after 4 attempts: not yet ready"):
         strategy.connect_tpu(target, NeverReady, attempts=4, delay=10, sleep=lambda s: None)
-
-
-def test_chief_detection_in_both_platforms_naming(monkeypatch):
-    from algorithms.runtime.job_layout import is_chief
-
-    def with_tf_config(cluster, task):
-        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
-        return is_chief()
-
-    assert with_tf_config({"master": ["a:1"], "worker": ["b:1"]}, {"type": "master", "index": 0})
-    assert with_tf_config({"chief": ["a:1"], "worker": ["b:1"]}, {"type": "chief", "index": 0})
-    assert not with_tf_config({"chief": ["a:1"], "worker": ["b:1"]}, {"type": "worker", "index": 0})
-    assert with_tf_config({"workerpool0": ["a:1"], "worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0})
-    assert not with_tf_config({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1})
-    assert not with_tf_config({"chief": ["a:1"], "evaluator": ["c:1"]}, {"type": "evaluator", "index": 0})

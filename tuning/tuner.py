@@ -3,8 +3,8 @@
     python entrypoint.py tune --config=SPEC.yaml --job-dir=DIR [--storage=URL] [--parallel_trials=N] \\
         -- <training flags>
 
-Each trial is the normal job as a subprocess: the training flags plus the swept ones, CLOUD_ML_TRIAL_ID=<n>
-and its own hypertune file, in the shared job dir, so its model lands in <job-dir>/model/trial_<n> as on AI
+Each trial is the normal job as a subprocess: the training flags plus the swept ones, trial id <n> and its
+own hypertune file (as AI Platform gives them, platforms/google_cloud.py), in the shared job dir, so its model lands in <job-dir>/model/trial_<n> as on AI
 Platform. The hypertune lines a trial writes at each evaluation are its intermediate values (the median
 pruner stops a lagging trial with SIGTERM, so it saves and exits cleanly). The study lives in SQLite under
 <job-dir>/tuning (a gs:// job dir: a local copy, uploaded after each trial) or in --storage (PostgreSQL: tuners
@@ -34,6 +34,7 @@ from absl import flags, logging
 
 from core.errors import UserInputError, nearest
 from core.seeds import derive_seed, draw_seed
+from platforms import google_cloud
 from tuning import results
 from tuning.spec import Param, TuningSpec, load
 
@@ -67,7 +68,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 @dataclasses.dataclass
 class RunningTrial:
     trial: object  # optuna.Trial
-    number: int  # the trial id the job sees (CLOUD_ML_TRIAL_ID); Optuna's number + 1
+    number: int  # the trial id the job sees; Optuna's number + 1
     values: dict  # flag -> value
     process: subprocess.Popen
     metrics_file: str
@@ -367,8 +368,7 @@ class Tuner:
         metrics_file = os.path.join(trial_dir, "hypertune.metrics")
         if reported is None and os.path.exists(metrics_file):
             os.remove(metrics_file)
-        env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-        env.update({"CLOUD_ML_TRIAL_ID": str(number), "CLOUD_ML_HP_METRIC_FILE": metrics_file})
+        env = google_cloud.trial_environment(dict(os.environ), number, metrics_file)
         if len(self.gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[(number - 1) % len(self.gpus)]
         log_file = os.path.join(trial_dir, "log.txt")

@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Any
 
+from algorithms.runtime.placement import Placement
+
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
@@ -73,5 +75,5 @@ class JobConfig:
     training_data: Any = None
     # The best model is also copied to <export_dir>/<unix time>/ at the end (resnet_main's --export_dir).
     export_dir: str | None = None
-    # Directories fixed by the platform (SageMaker's /opt/ml), a JobLayout; None: from job_dir / AIP_*.
-    output_layout: Any = None
+    # Where this process stands in its job, as its platform says (cluster, trial, fixed directories, TPU).
+    placement: Placement = dataclasses.field(default_factory=Placement)

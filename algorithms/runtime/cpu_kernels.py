@@ -11,8 +11,6 @@ differed in the class head's kernels after one step), TensorFlow's are. A user's
 
 import os
 
-from algorithms.runtime import sagemaker
-from core.errors import UserInputError
 from core.seeds import wants_deterministic_ops
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -27,16 +25,10 @@ def _from_flag_file(path: str) -> list[str]:
         return []  # absl reports the unreadable --flagfile itself, in its own words
 
 
-def flag_values(argv: list[str]) -> dict[str, str]:
-    """--seed and --deterministic_ops as the command line gives them (--x=v, --x v, in a --flagfile, or
-    as SageMaker hyperparameters under `train`); the last one given wins, as in absl."""
-    values: dict[str, str] = {}
-    if argv and argv[0] == "train":
-        try:
-            hyperparameters = sagemaker.read_hyperparameters()
-        except UserInputError:
-            hyperparameters = {}  # the job's own reading of the file says what is wrong with it
-        values.update({name: hyperparameters[name] for name in _FLAGS if name in hyperparameters})
+def flag_values(argv: list[str], hyperparameters: dict | None = None) -> dict[str, str]:
+    """--seed and --deterministic_ops as the command line gives them (--x=v, --x v, in a --flagfile, or among
+    a platform's `hyperparameters`, e.g. SageMaker's under `train`); the last one given wins, as in absl."""
+    values = {name: hyperparameters[name] for name in _FLAGS if name in (hyperparameters or {})}
     for at, arg in enumerate(argv):
         name, equals, value = arg.lstrip("-").partition("=")
         if not arg.startswith("-"):
@@ -50,16 +42,16 @@ def flag_values(argv: list[str]) -> dict[str, str]:
     return values
 
 
-def onednn_wanted(argv: list[str]) -> bool:
-    """oneDNN, unless this command line asks for op determinism."""
-    values = flag_values(argv)
+def onednn_wanted(argv: list[str], hyperparameters: dict | None = None) -> bool:
+    """oneDNN, unless this command line (or the platform's hyperparameters) asks for op determinism."""
+    values = flag_values(argv, hyperparameters)
     seed_given = values.get("seed", "").strip() != ""
     return not wants_deterministic_ops(seed_given, values.get("deterministic_ops", "auto").strip().lower())
 
 
-def choose(argv: list[str]) -> None:
+def choose(argv: list[str], hyperparameters: dict | None = None) -> None:
     """Sets TF_ENABLE_ONEDNN_OPTS for this process and its children, unless the user has. `tune` trains nothing
     itself: each trial process chooses from its own flags."""
     if argv and argv[0] == "tune":
         return
-    os.environ.setdefault(ONEDNN_VARIABLE, "1" if onednn_wanted(argv) else "0")
+    os.environ.setdefault(ONEDNN_VARIABLE, "1" if onednn_wanted(argv, hyperparameters) else "0")

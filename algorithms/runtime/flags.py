@@ -18,7 +18,7 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("task", None, TASKS, "Which algorithm to train; default: decided from the flags and the data.", flag_values=fv)
     flags.DEFINE_string("training_data_path", None, "TFRecord file or glob of the training data (local or gs://). Required.", flag_values=fv)
     flags.DEFINE_string("validation_data_path", None, "TFRecord file or glob of the validation data (local or gs://). Required.", flag_values=fv)
-    flags.DEFINE_string("job_dir", None, "Output root: model/, checkpoints/ (also --job-dir; Vertex AI: AIP_MODEL_DIR).", flag_values=fv)
+    flags.DEFINE_string("job_dir", None, "Output root: model/, checkpoints/ (also --job-dir; on Vertex AI the platform gives the directories).", flag_values=fv)
     flags.DEFINE_integer("num_classes", None, "Number of classes; labels in the data are 1..num_classes. Required, except for class folders (counted). Detection: 1 or more; classification: 2 or more.", flag_values=fv)
     flags.DEFINE_integer("max_steps", None, "Total training steps. Required unless --epochs is given.", flag_values=fv)
     flags.DEFINE_float("epochs", None, "Training length in passes over the training images instead of --max_steps: max_steps = ceil(epochs x images / train_batch_size); images from --num_train_images, else counted.", flag_values=fv)
@@ -142,3 +142,25 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params,
         mixed_precision=(fv.mixed_precision or "auto").strip().lower(),
         labels_file=fv.labels_file or None, early_stopping_patience=fv.early_stopping_patience, schedule=schedule, optimizer=optimizer,
         task_params=task_params)
+
+
+def strip_quotes(argv: list[str]) -> list[str]:
+    """`--model_type='efficientnet-b4'` as gcloud passes it when the user quoted the value: quotes that wrap
+    a whole value are not part of it, for every flag alike."""
+    def unquote(value: str) -> str:
+        inner = value.strip()
+        if not (len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\""):
+            return value  # unquoted values stay exactly as given
+        while len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
+            inner = inner[1:-1]
+        return inner
+
+    stripped = []
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            name, _, value = arg.partition("=")
+            arg = f"{name}={unquote(value)}"
+        elif not arg.startswith("-"):
+            arg = unquote(arg)
+        stripped.append(arg)
+    return stripped

@@ -1,54 +1,27 @@
 """Picks the tf.distribute strategy from what the machine and the platform describe, and logs the choice.
 
-auto: TPU_CONFIG (AI Platform cloud_tpu worker), TPU_NAME / a local TPU (Vertex TPU VM) -> TPUStrategy;
-      several workers in TF_CONFIG (AI Platform CUSTOM tier, Vertex worker pools) -> MultiWorkerMirrored;
-      several GPUs -> Mirrored; otherwise the default strategy (CPU or one GPU).
+auto: a TPU given to the job (an AI Platform cloud_tpu worker, a Vertex TPU VM) -> TPUStrategy;
+      several workers in the cluster (AI Platform CUSTOM tier, Vertex worker pools, SageMaker hosts)
+      -> MultiWorkerMirrored; several GPUs -> Mirrored; otherwise the default strategy (CPU or one GPU).
 """
 
-import json
-import os
 import time
 
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime.job_layout import tf_config
+from algorithms.runtime.placement import Placement
 from core.errors import UserInputError
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
 _PUBLIC_NAMES = {"default": "default strategy", "mirrored": "MirroredStrategy",
                  "multi_worker_mirrored": "MultiWorkerMirroredStrategy", "tpu": "TPUStrategy"}
 # The AI Platform TPU node may still be provisioning when the job starts (its docs say to retry the connection).
-TPU_CONNECT_ATTEMPTS = 40
-TPU_CONNECT_DELAY_SECONDS = 10.0
+CONNECT_ATTEMPTS = 40
+CONNECT_DELAY_SECONDS = 10.0
 
 
-def _worker_count(config: dict) -> int:
-    cluster = config.get("cluster") or {}
-    return sum(len(cluster.get(name) or []) for name in ("chief", "master", "worker"))
-
-
-def tpu_target(env=None) -> dict | None:
-    """TPUClusterResolver arguments for the TPU this job was given, or None when there is none."""
-    env = os.environ if env is None else env
-    raw = env.get("TPU_CONFIG", "").strip()
-    if raw:
-        try:
-            config = json.loads(raw)
-        except json.JSONDecodeError:
-            raise UserInputError("TPU_CONFIG is set but is not valid JSON") from None
-        if config.get("tpu_node_name"):
-            return {"tpu": [config["tpu_node_name"]], "zone": config.get("zone"), "project": config.get("project"),
-                    "job_name": "worker"}
-    for name in ("KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_NAME"):
-        if env.get(name, "").strip():
-            return {"tpu": env[name].strip()}
-    if env.get("TPU_ACCELERATOR_TYPE", "").strip() or (env is os.environ and os.path.exists("/dev/accel0")):
-        return {"tpu": "local"}  # a TPU VM: the chips are attached to this host (Vertex AI)
-    return None
-
-
-def connect_tpu(target: dict, resolver_class=None, attempts=TPU_CONNECT_ATTEMPTS, delay=TPU_CONNECT_DELAY_SECONDS,
+def connect_tpu(target: dict, resolver_class=None, attempts=CONNECT_ATTEMPTS, delay=CONNECT_DELAY_SECONDS,
                 sleep=time.sleep):
     """A TPUClusterResolver whose cluster has its workers, retrying while the TPU is provisioned."""
     resolver_class = resolver_class or tf.distribute.cluster_resolver.TPUClusterResolver
@@ -75,15 +48,8 @@ def _tpu_strategy(target: dict) -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
-def _multi_worker_strategy(config: dict) -> tf.distribute.Strategy:
-    # AI Platform names the primary `master`; TensorFlow's resolver only knows `chief`.
-    cluster = dict(config.get("cluster") or {})
-    if "master" in cluster:
-        cluster["chief"] = cluster.pop("master")
-    task = dict(config.get("task") or {})
-    if task.get("type") == "master":
-        task["type"] = "chief"
-    os.environ["TF_CONFIG"] = json.dumps({**config, "cluster": cluster, "task": task})
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    # It reads the cluster the platform published (platforms/), with TensorFlow's names.
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -93,16 +59,18 @@ def _mirrored_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-def choose_strategy(requested: str = "auto") -> tf.distribute.Strategy:
+def choose_strategy(requested: str = "auto", placement: Placement | None = None) -> tf.distribute.Strategy:
+    """`placement` (from platforms/) describes the cluster and the TPU; None: a plain one-process job."""
     if requested not in STRATEGIES:
         raise UserInputError(f"--distribution_strategy={requested!r} is not one of {', '.join(STRATEGIES)}")
-    config, target = tf_config(), tpu_target()
+    placement = placement or Placement()
+    target = placement.tpu
     if requested == "auto":
         # Physical, not logical, devices: listing logical ones would start the runtime before MWMS exists.
         gpus = tf.config.list_physical_devices("GPU")
         if target:
             requested = "tpu"
-        elif _worker_count(config) > 1:
+        elif placement.worker_count > 1:
             requested = "multi_worker_mirrored"
         elif len(gpus) > 1:
             requested = "mirrored"
@@ -110,10 +78,10 @@ def choose_strategy(requested: str = "auto") -> tf.distribute.Strategy:
             requested = "default"
     if requested == "tpu":
         if not target:
-            raise UserInputError("--distribution_strategy=tpu but no TPU is described (TPU_CONFIG, TPU_NAME) or attached")
+            raise UserInputError("--distribution_strategy=tpu but the platform describes no TPU and none is attached")
         strategy = _tpu_strategy(target)
     elif requested == "multi_worker_mirrored":
-        strategy = _multi_worker_strategy(config)
+        strategy = _multi_worker_strategy()
     elif requested == "mirrored":
         strategy = _mirrored_strategy()
     else:

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import errno
 import math
-import os
 import signal
 import tempfile
 import time
@@ -16,7 +15,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime import hypertune_reporter, precision, reproducibility
+from algorithms.runtime import precision, reproducibility
 from algorithms.runtime.checkpoints import (
     CHECKPOINT_PREFIX,
     checkpoints_on_disk,
@@ -25,7 +24,7 @@ from algorithms.runtime.checkpoints import (
     restore_newest_usable,
 )
 from algorithms.runtime.config import JobConfig
-from algorithms.runtime.job_layout import JobLayout, is_chief, trial_id
+from algorithms.runtime.job_layout import JobLayout
 from algorithms.runtime.job_lock import JobLock
 from algorithms.runtime.optimizers import build_optimizer
 from algorithms.runtime.preemption import CHUNK_SECONDS, Preempted, StopSignals
@@ -85,9 +84,10 @@ def data_errors_as_user_errors():
 
 class Trainer:
     def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy, layout: JobLayout,
-                 lock: JobLock | None = None, worker_checkpoint_dir: str | None = None):
+                 lock: JobLock | None = None, worker_checkpoint_dir: str | None = None,
+                 evaluation_callbacks: tuple = ()):
         self.task, self.config, self.strategy, self.layout, self.lock = task, config, strategy, layout, lock
-        self.chief = is_chief()
+        self.chief = config.placement.is_chief
         self.worker_checkpoint_dir = worker_checkpoint_dir
         self._eval_data = None
         # Before any variable exists: the initial weights and dropout's seed generators come from the seed.
@@ -110,15 +110,15 @@ class Trainer:
         self.manager = None  # opened once the job dir's checkpoints are restored (_restore_or_warm_start)
         # The float32 copy of the model that exports and its serving tf.Module, built at the first export.
         self._serving_model, self._serving = None, None
-        # Only the chief writes TensorBoard events (to AIP_TENSORBOARD_LOG_DIR on Vertex AI).
+        # Only the chief writes TensorBoard events (where the platform's TensorBoard reads, on Vertex AI).
         self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
                           else tf.summary.create_noop_writer())
         self.report = TrainingReport(self.layout.report_dir, task.metric_name, enabled=self.chief)
         # What happens with each evaluation's metrics besides export and checkpoint: (step, train loss, metrics).
+        # The chief's only: `evaluation_callbacks` (the platform's metric reporting) see the whole job once.
         self.evaluation_callbacks = [self.report.record_evaluation, self._write_eval_summaries]
         if self.chief:
-            self.evaluation_callbacks.append(
-                lambda step, _, metrics: hypertune_reporter.report(task.metric_name, metrics[task.metric_name], step))
+            self.evaluation_callbacks += evaluation_callbacks
         self._last_train_loss = None
         self._train_fn = self._make_train_fn()
         self._eval_fn = self._make_eval_fn()
@@ -280,7 +280,7 @@ class Trainer:
                 self._serving_model = self.task.build_model()
             self._serving = self.task.serving_module(self._serving_model)
         self._serving_model.set_weights(weights)
-        labels = {"job_id": _job_id(), "global_step": self.step}
+        labels = {"job_id": self.config.placement.job_id, "global_step": self.step}
         target = self.layout.model_dir
         with self._write_failure_as_error(target, "the exported model", remove_unfinished_export):
             export_saved_model(self._serving, target, labels, self.task.extra_export_files())
@@ -510,25 +510,22 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def _job_id() -> str:
-    return os.environ.get("CLOUD_ML_JOB_ID", "local")
-
-
-def train(task: Task, config: JobConfig) -> RunSummary:
+def train(task: Task, config: JobConfig, evaluation_callbacks: tuple = ()) -> RunSummary:
+    """Runs the job; `evaluation_callbacks` (step, train loss, metrics) run on the chief after each evaluation."""
     # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime;
     # only the threading of op determinism must be set before it.
     reproducibility.configure_deterministic_ops(config.seed, config.deterministic_ops)
-    strategy = choose_strategy(config.distribution_strategy)
+    strategy = choose_strategy(config.distribution_strategy, config.placement)
     task.preflight()
-    layout = config.output_layout or JobLayout.create(config.job_dir)
-    if not is_chief():
+    layout = JobLayout.create(config.job_dir, config.placement)
+    if not config.placement.is_chief:
         # Every worker must save (MultiWorkerMirrored's save is collective); the others' copies are thrown away.
         with tempfile.TemporaryDirectory(prefix="worker-checkpoints-") as scratch:
             return Trainer(task, config, strategy, layout, worker_checkpoint_dir=scratch).run()
     layout.check_writable()  # before anything writes
-    lock = JobLock(layout.checkpoint_dir, trial_id())
+    lock = JobLock(layout.checkpoint_dir, config.placement.trial_id)
     lock.acquire()  # before a checkpoint is read: a second process with the same trial stops here
     try:
-        return Trainer(task, config, strategy, layout, lock).run()
+        return Trainer(task, config, strategy, layout, lock, evaluation_callbacks=evaluation_callbacks).run()
     finally:
         lock.release()

@@ -1,7 +1,8 @@
-"""Reports the tuning metric through cloudml-hypertune.
+"""The tuning metric, reported through cloudml-hypertune: a JSON line per evaluation in the file
+CLOUD_ML_HP_METRIC_FILE names (AI Platform's and Vertex AI's tuners, and `tune`, read it).
 
 HyperTune keeps the last 100 reports in memory and rewrites its whole metrics file on every call, so there is
-exactly one instance per metrics file (CLOUD_ML_HP_METRIC_FILE) in the process.
+exactly one instance per metrics file in the process.
 """
 
 import os
@@ -9,11 +10,13 @@ import os
 import hypertune
 from absl import logging
 
+from platforms.google_cloud import METRIC_FILE_VARIABLE
+
 _instances: dict = {}
 
 
 def _reporter() -> hypertune.HyperTune:
-    path = os.environ.get("CLOUD_ML_HP_METRIC_FILE", "")
+    path = os.environ.get(METRIC_FILE_VARIABLE, "")
     if path not in _instances:
         _instances[path] = hypertune.HyperTune()
     return _instances[path]
@@ -23,3 +26,8 @@ def report(metric_tag: str, value: float, global_step: int) -> None:
     _reporter().report_hyperparameter_tuning_metric(
         hyperparameter_metric_tag=metric_tag, metric_value=float(value), global_step=int(global_step))
     logging.info("hypertune: %s=%.4f at step %d", metric_tag, value, global_step)
+
+
+def evaluation_callback(metric_name: str):
+    """A trainer evaluation callback, (step, train loss, metrics), that reports `metric_name`."""
+    return lambda step, _train_loss, metrics: report(metric_name, metrics[metric_name], step)

@@ -1,6 +1,5 @@
-"""Other trainers' command lines on top of ours: the TPU ResNet trainer's `resnet_main` flags (seed 002's
-`gcloud ml-engine jobs submit training ... -- --data_dir=... --resnet_depth=18 ...`), and the literal quotes
-a shell or gcloud leaves around a value.
+"""The TPU ResNet trainer's command line on top of ours: `resnet_main`'s flags (seed 002's
+`gcloud ml-engine jobs submit training ... -- --data_dir=... --resnet_depth=18 ...`).
 
 Each alias sets one of our flags; giving both an alias and its flag with different values is an error. The
 TPU-only flags are accepted and logged: they tune the TPU runtime and change nothing here.
@@ -33,28 +32,6 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("momentum", None, "resnet_main: momentum of the momentum optimizer (sets --optimizer_arguments=momentum=...).", flag_values=fv)
     for name in TPU_ONLY:
         flags.DEFINE_string(name, None, "resnet_main, TPU-only: accepted and logged, no effect here.", flag_values=fv)
-
-
-def strip_quotes(argv: list[str]) -> list[str]:
-    """`--model_type='efficientnet-b4'` as gcloud passes it when the user quoted the value: quotes that wrap
-    a whole value are not part of it, for every flag alike."""
-    def unquote(value: str) -> str:
-        inner = value.strip()
-        if not (len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\""):
-            return value  # unquoted values stay exactly as given
-        while len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
-            inner = inner[1:-1]
-        return inner
-
-    stripped = []
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg:
-            name, _, value = arg.partition("=")
-            arg = f"{name}={unquote(value)}"
-        elif not arg.startswith("-"):
-            arg = unquote(arg)
-        stripped.append(arg)
-    return stripped
 
 
 def _same(a, b) -> bool:

@@ -26,6 +26,7 @@ import os
 from absl import logging
 
 from algorithms.runtime.job_layout import JobLayout
+from algorithms.runtime.placement import Placement
 from core.errors import UserInputError
 
 BASE_DIR_VARIABLE = "SAGEMAKER_BASE_DIR"
@@ -56,13 +57,27 @@ _RENAMED = {"epochs": ("epochs", "number"), "batch_size": ("train_batch_size", "
 @dataclasses.dataclass(frozen=True)
 class SageMakerJob:
     argv: list  # our command line
-    layout: JobLayout
-    failure_file: str
-    tf_config: dict | None  # the cluster when SageMaker gave several hosts
+    placement: Placement  # the fixed directories under /opt/ml and, with several hosts, the cluster
 
 
 def base_dir() -> str:
     return os.environ.get(BASE_DIR_VARIABLE, DEFAULT_BASE_DIR).rstrip("/")
+
+
+def failure_file() -> str:
+    """SageMaker shows this file's text as the job's FailureReason."""
+    return f"{base_dir()}/output/failure"
+
+
+def hyperparameters_of(argv: list[str]) -> dict[str, str]:
+    """The hyperparameters of a SageMaker invocation (`train`), {} for any other command line or when the file
+    cannot be read (the job's own reading of it says what is wrong)."""
+    if not argv or argv[0] != "train":
+        return {}
+    try:
+        return read_hyperparameters()
+    except UserInputError:
+        return {}
 
 
 def _read_json(path: str, default):
@@ -267,7 +282,6 @@ def read_job(our_flags: set[str], root: str | None = None) -> SageMakerJob:
     """The files under the SageMaker root -> our command line, the output directories and the cluster."""
     root = root or base_dir()
     config_dir = f"{root}/input/config"
-    failure_file = f"{root}/output/failure"
     layout = JobLayout(model_dir=f"{root}/model/{MODEL_VERSION}", checkpoint_dir=f"{root}/checkpoints",
                        report_dir=f"{root}/output/data", tensorboard_dir=f"{root}/output/tensorboard")
     hyperparameters = _read_json(f"{config_dir}/hyperparameters.json", None)
@@ -301,12 +315,12 @@ def read_job(our_flags: set[str], root: str | None = None) -> SageMakerJob:
             labels_file = labels_file or labels
     if labels_file and not any(arg.startswith("--labels_file=") for arg in argv):
         argv.append(f"--labels_file={labels_file}")
-    tf_config = cluster_config(_read_json(f"{config_dir}/resourceconfig.json", {}) or {})
-    return SageMakerJob(argv=argv, layout=layout, failure_file=failure_file, tf_config=tf_config)
+    cluster = cluster_config(_read_json(f"{config_dir}/resourceconfig.json", {}) or {}) or {}
+    return SageMakerJob(argv=argv, placement=Placement(cluster=cluster, fixed_layout=layout))
 
 
 def write_failure(path: str, reason: str) -> None:
-    """SageMaker shows output/failure as the job's FailureReason."""
+    """SageMaker shows output/failure as the job's FailureReason (failure_file())."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as handle:
