@@ -299,8 +299,8 @@ def test_an_ai_platform_trial_on_a_cluster_becomes_a_placement_and_the_config_ca
     config = registry.parse_job_config([f"--training_data_path={digits['train']}", "--job-dir=gs://b/job",
                                         "--num_classes=10", "--max_steps=1"], placement=placement)
     assert config.placement == placement
-    # The cluster TensorFlow's MultiWorkerMirroredStrategy reads, with its names.
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    # The cluster TensorFlow's MultiWorkerMirroredStrategy reads, with its names (setenv: undone after the test).
+    monkeypatch.setenv("TF_CONFIG", "")
     google_cloud.publish_cluster(placement.cluster)
     assert json.loads(os.environ["TF_CONFIG"])["cluster"]["chief"] == ["m:2222"]
 
@@ -337,7 +337,7 @@ def test_sagemakers_files_become_the_command_line_fixed_directories_and_cluster(
     (root / "input" / "config" / "resourceconfig.json").write_text(json.dumps(
         {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}))
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(root))
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # none given by hand (and the published one is undone after the test)
     assert platforms.failure_file(["train"]) == f"{root}/output/failure"
     assert platforms.failure_file(["--max_steps=3"]) is None
     job = platforms.job_from(["train", "--log_every_steps=5"], set(registry.new_flag_values()))
