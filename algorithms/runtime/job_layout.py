@@ -7,6 +7,7 @@ them when there is no --job-dir (the job's Placement, from platforms/).
 
 import dataclasses
 
+from algorithms.runtime.placement import Placement
 from core.errors import UserInputError
 from core.paths import describe_io_error, gcs_bucket, join, missing_bucket_text
 
@@ -19,19 +20,18 @@ class JobLayout:
     tensorboard_dir: str
 
     @classmethod
-    def create(cls, job_dir: str | None, placement=None) -> "JobLayout":
-        """The layout of `job_dir` for this process's trial; `placement` (algorithms.runtime.placement) says what
-        the platform fixes (None: a plain local job)."""
-        if placement is not None and placement.fixed_layout is not None:
+    def create(cls, job_dir: str | None, placement: Placement | None = None) -> "JobLayout":
+        """The layout of `job_dir` for this process's trial; `placement` says what the platform fixes (None: a
+        plain local job)."""
+        placement = placement or Placement()
+        if placement.fixed_layout is not None:
             return placement.fixed_layout
-        trial = placement.trial_id if placement is not None else None
-        suffix = (f"trial_{trial}",) if trial else ()
+        suffix = (f"trial_{placement.trial_id}",) if placement.trial_id else ()
         if job_dir:
-            tensorboard = placement.tensorboard_dir if placement is not None else None
             return cls(model_dir=join(job_dir, "model", *suffix), checkpoint_dir=join(job_dir, "checkpoints", *suffix),
                        report_dir=join(job_dir, "report", *suffix),
-                       tensorboard_dir=tensorboard or join(job_dir, "logs", *suffix))
-        if placement is not None and placement.default_layout is not None:
+                       tensorboard_dir=placement.tensorboard_dir or join(job_dir, "logs", *suffix))
+        if placement.default_layout is not None:
             return placement.default_layout
         raise UserInputError("--job-dir is required (the output root for the model and checkpoints, local or gs://), "
                              "unless the platform gives the output directories (Vertex AI's model directory)")
