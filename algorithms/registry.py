@@ -1,61 +1,40 @@
-"""Flags -> config -> which algorithm: parsing of the whole command line and the routing.
+"""Flags -> config -> which algorithm: the one list of tasks, the parsing of the whole command line, and routing.
 
-A job is detection when --task says so, or when the training data holds detection records (the first
-record carries image/object/class/label); class folders and image/class/label records are classification.
-Only when the data cannot be looked at do detection-only flags decide. A detection-only flag on
-classification data is an error, never a silent switch of model.
+A task is its folder plus one line in TASKS (README, "Add a task"): its spec (algorithms/runtime/task_spec.py)
+says what the shared code may know of it. A job's task is --task when given, else the one whose labels the first
+training record holds (class folders: the task that reads them), else the one whose own flags were given, else
+DEFAULT_TASK. A flag of another task than the chosen one is an error, never a silent switch of model.
 """
 
 import dataclasses
+import importlib
 import math
 
 from absl import flags, logging
 
-from algorithms.classification import flags as classification_flags
-from algorithms.detection import flags as detection_flags
 from algorithms.runtime import flags as shared_flags
-from algorithms.runtime.config import JobConfig, TrainingDefaults
+from algorithms.runtime.config import JobConfig
 from algorithms.runtime.placement import Placement
-from core import feature_keys
+from algorithms.runtime.task_spec import TaskSpec
 from core.errors import UserInputError, nearest
 from platforms import google_cloud, resnet_main
 
-DETECTION_ONLY_FLAGS = detection_flags.DETECTION_ONLY_FLAGS
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    define_flags: callable
-    read_params: callable
-    make_task: callable
-    defaults: TrainingDefaults = TrainingDefaults()
-
-
-def _make_classification_task(config):
-    from algorithms.classification.task import ClassificationTask
-
-    return ClassificationTask(config)
-
-
-def _make_detection_task(config):
-    from algorithms.detection.task import DetectionTask
-
-    return DetectionTask(config)
-
-
-TASK_SPECS = {
-    "classification": TaskSpec(classification_flags.define_flags, classification_flags.read_params,
-                               _make_classification_task),
-    "detection": TaskSpec(detection_flags.define_flags, detection_flags.read_params, _make_detection_task,
-                          detection_flags.TRAINING_DEFAULTS),
-}
+# Each task's spec module (its SPEC), one line per task, in routing order: a record holding the labels of several
+# tasks (boxes and an image-level class) trains the first.
+TASK_MODULES = (
+    "algorithms.detection.spec",
+    "algorithms.classification.spec",
+)
+TASKS: tuple[TaskSpec, ...] = tuple(importlib.import_module(name).SPEC for name in TASK_MODULES)
+TASK_SPECS = {spec.name: spec for spec in TASKS}
+DEFAULT_TASK = "classification"  # when neither the data nor the flags say
 
 
 def new_flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
-    shared_flags.define_shared_flags(fv)
+    shared_flags.define_shared_flags(fv, TASKS)
     resnet_main.define_flags(fv)
-    for spec in TASK_SPECS.values():
+    for spec in TASKS:
         spec.define_flags(fv)
     return fv
 
@@ -70,35 +49,59 @@ def _flag_names(args: list[str]) -> set[str]:
     return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
 
 
+def _task_of_flags(given_flags: set[str]) -> tuple:
+    """(spec, flag) of the first task whose own flag was given, else (None, None)."""
+    for spec in TASKS:
+        own = sorted(given_flags & spec.only_flags)
+        if own:
+            return spec, own[0]
+    return None, None
+
+
+def _task_of_data(data, flag_task, flag) -> tuple:
+    """(task name, why) from what the training data holds."""
+    for spec in TASKS:
+        found = sorted(data.label_keys & spec.label_keys)
+        if found:
+            return spec.name, data.where(found[0])
+    if flag_task is not None:  # no task's labels: the flags say what was meant, the task's check names what is missing
+        return flag_task.name, f"{flag_task.name}-only flag --{flag}"
+    return DEFAULT_TASK, f"no task's labels in {data.path}"
+
+
 def choose_task(explicit: str | None, given_flags: set[str],
                 training_data_path: str | None) -> tuple:
     """(task, why, the training data when it was looked at): --task, else the training data (class folders, or
-    the first record's keys), else detection-only flags. A detection-only flag given for classification data
-    is refused."""
-    detection_flags = sorted(given_flags & DETECTION_ONLY_FLAGS)
+    the first record's keys), else a task's own flags, else DEFAULT_TASK. Another task's own flag is refused."""
+    flag_task, flag = _task_of_flags(given_flags)
+    data = None
     if explicit:
-        task, why, data = explicit, "--task", None
+        task, why = explicit, "--task"
     elif training_data_path:
         from dataloaders.sources import inspect_training_data  # TensorFlow: only when the data must be read
 
         data = inspect_training_data(training_data_path)
-        if data.class_folders:
-            task, why = "classification", f"class folders in {training_data_path}"
-        elif feature_keys.OBJECT_LABEL in data.first_record_keys:
-            task, why = "detection", f"{feature_keys.OBJECT_LABEL} in the first record of {data.first_record_path}"
-        elif feature_keys.CLASS_LABEL in data.first_record_keys or not detection_flags:
-            task, why = "classification", f"{feature_keys.CLASS_LABEL} in the first record of {data.first_record_path}"
-        else:  # neither kind of label: the flags say what was meant, the task's check names what is missing
-            task, why = "detection", f"detection-only flag --{detection_flags[0]}"
-    elif detection_flags:
-        task, why, data = "detection", f"detection-only flag --{detection_flags[0]}", None
+        task, why = _task_of_data(data, flag_task, flag)
+    elif flag_task is not None:
+        task, why = flag_task.name, f"{flag_task.name}-only flag --{flag}"
     else:
-        task, why, data = "classification", "default", None
-    if task == "classification" and detection_flags:
-        raise UserInputError(f"--{detection_flags[0]} is a flag of object detection, but this job is image "
-                             f"classification ({why}); remove it, or train on detection records "
-                             "(image/object/bbox/..., image/object/class/label)")
+        task, why = DEFAULT_TASK, "default"
+    for other in TASKS:
+        own = sorted(given_flags & other.only_flags)
+        if other.name != task and own:
+            raise UserInputError(f"--{own[0]} is a flag of {other.title}, but this job is {TASK_SPECS[task].title} "
+                                 f"({why}); remove it, or train on {other.records}")
     return task, why, data
+
+
+def task_of_signature(output_names) -> TaskSpec:
+    """The task whose serving_default returns these outputs (how `predict` knows what a model is)."""
+    for spec in TASKS:
+        if spec.serving_outputs == set(output_names):
+            return spec
+    known = "; ".join(f"{spec.name}: {', '.join(sorted(spec.serving_outputs))}" for spec in TASKS)
+    raise UserInputError(f"a serving_default with outputs {', '.join(sorted(output_names))} is no model of this "
+                         f"trainer ({known})")
 
 
 def _classifier_from_resnet_depth(fv: flags.FlagValues, given: set[str]) -> None:
@@ -127,27 +130,18 @@ def _resolve_sizes(fv: flags.FlagValues, given: set[str], data) -> None:
         if fv.train_batch_size < 1:
             raise UserInputError(f"--train_batch_size={fv.train_batch_size} must be at least 1")
     count_images = fv.epochs is not None and fv.num_train_images is None
-    listed = None  # the class folders, listed once for both answers
-    if data is not None and data.class_folders and (fv.num_classes is None or count_images):
-        from data import image_sources
-
-        split = 0.0 if fv.validation_data_path else fv.validation_split_ratio
-        listed = image_sources.read_class_folders(data.path, split, fv.seed or 0)
-        if fv.num_classes is None:
-            names = image_sources.derive_labels(listed)
+    split = 0.0 if fv.validation_data_path else fv.validation_split_ratio
+    if data is not None and fv.num_classes is None:
+        names = data.class_names(split, fv.seed or 0)
+        if names:
             fv.num_classes = len(names)
             logging.info("--num_classes=%d: the class folders of %s (%s)", len(names), data.path, ", ".join(names))
     if fv.epochs is None:
         return
     if not count_images:
         images, source = fv.num_train_images, "--num_train_images"
-    elif listed is not None:
-        images, source = sum(item.split == "train" for item in listed), f"counted in {data.path}"
     elif data is not None:
-        from dataloaders import tfrecord_files
-
-        images = tfrecord_files.count_all_records(list(data.files), "training_data_path")
-        source = f"counted in {data.path}"
+        images, source = data.count_training_images(split, fv.seed or 0), f"counted in {data.path}"
     else:
         raise UserInputError("--epochs needs the training data to count its images: give --training_data_path")
     if images < 1:
@@ -193,7 +187,7 @@ def parse_job_config(argv: list[str], placement: Placement | None = None) -> Job
         training_data = inspect_training_data(fv.training_data_path)
     _resolve_sizes(fv, given, training_data)
     spec = TASK_SPECS[task]
-    config = shared_flags.read_job_config(fv, task, spec.read_params(fv), spec.defaults)
+    config = shared_flags.read_job_config(fv, spec, spec.read_params(fv))
     return dataclasses.replace(config, training_data=training_data, export_dir=fv.export_dir or None,
                                placement=placement or google_cloud.placement())
 
@@ -202,8 +196,8 @@ def run_job(config: JobConfig):
     from algorithms.runtime.trainer import train
     from platforms import hypertune
 
-    task = TASK_SPECS[config.task].make_task(config)
-    return train(task, config, evaluation_callbacks=(hypertune.evaluation_callback(task.metric_name),))
+    spec = TASK_SPECS[config.task]
+    return train(spec.make_task(config), config, evaluation_callbacks=(hypertune.evaluation_callback(spec.metric),))
 
 
 def help_text() -> str:

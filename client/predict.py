@@ -9,7 +9,6 @@ Every line is valid JSON: a non-finite score is null.
 """
 
 import json
-import math
 import os
 import sys
 
@@ -57,35 +56,31 @@ def _first_line(error: Exception) -> str:
 
 
 def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int = 16, min_score: float = 0.3):
-    """Yields (path, predictions, error) per image, in order. Classifier predictions: [{"class": index, "label":
-    index + 1, "name", "score"}] for the top_k classes. Detector: [{"box": [ymin, xmin, ymax, xmax] normalized,
-    "label": 1-based, "name", "score"}] for the detections scoring at least min_score. A file that cannot be
-    read or decoded gets predictions None and the reason in `error`; the others are predicted all the same."""
-    import numpy as np
+    """Yields (path, predictions, error) per image, in order; the predictions are the model's task's
+    (TaskSpec.format_prediction): a classifier's top_k classes [{"class": index, "label": index + 1, "name",
+    "score"}], a detector's detections scoring at least min_score [{"box": [ymin, xmin, ymax, xmax] normalized,
+    "label": 1-based, "name", "score"}]. A file that cannot be read or decoded gets predictions None and the
+    reason in `error`; the others are predicted all the same."""
     import tensorflow as tf
+
+    from algorithms import registry
 
     try:
         model = tf.saved_model.load(model_dir)
     except (OSError, tf.errors.OpError) as error:
         raise UserInputError(f"--model_dir={model_dir} is not an exported model: {str(error).splitlines()[0]}") from None
     serve = model.signatures["serving_default"]
-    image_input = "encoded_image" if "encoded_image" in serve.structured_input_signature[1] else "image_bytes"
+    task = registry.task_of_signature(serve.structured_outputs)
     names = _class_names(model, model_dir)
+    options = {"top_k": top_k, "min_score": min_score}
 
     def name(label: int) -> str:
         return names[label - 1] if names and 0 < label <= len(names) else str(label)
 
-    def read(path: str):
-        try:
-            with tf.io.gfile.GFile(path, "rb") as handle:
-                return handle.read(), None
-        except (tf.errors.OpError, OSError) as error:
-            return None, f"cannot read {path}: {_first_line(error)}"
-
     def serve_batch(paths: list[str], contents: list[bytes]):
         """{path: outputs row} for the batch; when one image breaks the batch, each image on its own."""
         try:
-            outputs = serve(**{image_input: tf.constant(contents)}, key=tf.constant(paths))
+            outputs = serve(**{task.serving_image_input: tf.constant(contents)}, key=tf.constant(paths))
             return {path: {k: v[i].numpy() for k, v in outputs.items()} for i, path in enumerate(paths)}
         except tf.errors.InvalidArgumentError:
             if len(paths) == 1:
@@ -95,21 +90,9 @@ def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int =
                 rows.update(serve_batch([path], [content]))
             return rows
 
-    def predictions(row: dict) -> list:
-        if image_input == "image_bytes":
-            best = np.argsort(-np.nan_to_num(row["probabilities"], nan=-1.0), kind="stable")[:top_k]
-            return [{"class": int(i), "label": int(i) + 1, "name": name(int(i) + 1),
-                     "score": _json_number(row["probabilities"][i])} for i in best]
-        count = int(row["num_detections"])
-        return [{"box": [_json_number(v, 5) for v in box], "label": int(label), "name": name(int(label)),
-                 "score": _json_number(score)}
-                for box, label, score in zip(row["detection_boxes"][:count], row["detection_classes"][:count],
-                                             row["detection_scores"][:count])
-                if not score < min_score]
-
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        read_back = {path: read(path) for path in chunk}
+        read_back = {path: _read(path) for path in chunk}
         readable = [path for path in chunk if read_back[path][0] is not None]
         rows = serve_batch(readable, [read_back[path][0] for path in readable]) if readable else {}
         for path in chunk:
@@ -117,13 +100,18 @@ def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int =
             if isinstance(row, str):
                 yield path, None, row
             else:
-                yield path, predictions(row), None
+                yield path, task.format_prediction(row, name, options), None
 
 
-def _json_number(value, digits: int = 6):
-    """A float for JSON, or None (null) when it is NaN or infinite: the output stays valid JSON."""
-    value = float(value)
-    return round(value, digits) if math.isfinite(value) else None
+def _read(path: str):
+    """(bytes, None), or (None, why) when the file cannot be read."""
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            return handle.read(), None
+    except (tf.errors.OpError, OSError) as error:
+        return None, f"cannot read {path}: {_first_line(error)}"
 
 
 def draw(path: str, predictions: list, output_dir: str) -> str:
@@ -141,7 +129,8 @@ def draw(path: str, predictions: list, output_dir: str) -> str:
         ymin, xmin, ymax, xmax = prediction.get("box", (0, 0, 0, 0))
         if "box" in prediction:
             canvas.rectangle((xmin * width, ymin * height, xmax * width, ymax * height), outline=(255, 255, 0), width=2)
-        text = f"{prediction['name']} {prediction['score']:.2f}"
+        text = " ".join(f"{value:.2f}" if isinstance(value, float) else str(value)
+                        for key, value in prediction.items() if key in ("name", "score", "value"))
         origin = (xmin * width + 2, ymin * height + 2)
         box = canvas.textbbox(origin, text)
         canvas.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))

@@ -10,10 +10,11 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from algorithms.classification.serving import ClassificationServing
+from algorithms.detection.serving import DetectionServing
 from data.sample_data import digit_images, encode
 from dataloaders import image_ops
 from export import atomic
-from export.signatures import ClassificationServing, DetectionServing
 
 SIZE = 16
 

@@ -49,6 +49,18 @@ def test_job_dir_spellings_and_unknown_arguments(digits, caplog):
         registry.parse_job_config([*base, "--job-dir=/b", "--model_type=resnet18"])
 
 
+def test_an_optimizer_without_a_default_rate_for_the_task_asks_for_one(digit_detection):
+    """Detection's recipe scales momentum's rate only: rmsprop there once died on a KeyError."""
+    base = [f"--training_data_path={digit_detection['train']}", f"--validation_data_path={digit_detection['validation']}",
+            "--num_classes=3", "--max_steps=5", "--job-dir=/tmp/out"]
+    with pytest.raises(UserInputError, match=r"^--optimizer_type=rmsprop has no default learning rate for object "
+                                             r"detection; give --initial_learning_rate$"):
+        registry.parse_job_config([*base, "--optimizer_type=rmsprop"])
+    config = registry.parse_job_config([*base, "--optimizer_type=rmsprop", "--initial_learning_rate=0.004"])
+    assert config.schedule.initial_learning_rate == 0.004
+    assert registry.parse_job_config([*base, "--optimizer_type=adam"]).schedule.initial_learning_rate == 0.001
+
+
 def test_routing_decisions(digits):
     assert registry.choose_task("classification", {"num_classes"}, None)[0] == "classification"
     with pytest.raises(UserInputError, match="--fpn_type is a flag of object detection, but this job is image "

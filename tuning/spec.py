@@ -34,8 +34,8 @@ class Param:
 @dataclasses.dataclass(frozen=True)
 class TuningSpec:
     params: tuple[Param, ...]
-    metric: str | None  # None: the metric the job's task reports (top_1_accuracy or AP)
-    maximize: bool = True
+    metric: str | None  # None: the metric the job's task reports (its TaskSpec's)
+    maximize: bool | None = None  # None (no goal given): the goal of the job's task's metric
     max_trials: int = 1
     max_parallel_trials: int = 1
     max_failed_trials: int = 0  # 0: the sweep goes on whatever fails
@@ -100,7 +100,7 @@ def _ai_platform(spec: dict) -> TuningSpec:
         params.append(_param(name, kind, raw.get("minValue"), raw.get("maxValue"), raw.get("scaleType"),
                              raw.get("categoricalValues") if kind == "CATEGORICAL" else raw.get("discreteValues"),
                              f"{field} ({name})"))
-    return _finish(params, spec.get("hyperparameterMetricTag"), spec.get("goal", "MAXIMIZE"), f"{where}.goal",
+    return _finish(params, spec.get("hyperparameterMetricTag"), spec.get("goal", "GOAL_TYPE_UNSPECIFIED"), f"{where}.goal",
                    _count(spec, "maxTrials", where, 1), _count(spec, "maxParallelTrials", where, 1),
                    _count(spec, "maxFailedTrials", where, 0), _flag(spec, "enableTrialEarlyStopping", where),
                    spec.get("algorithm", "ALGORITHM_UNSPECIFIED"), f"{where}.algorithm", True, "AI Platform")
@@ -140,7 +140,7 @@ def _vertex(document: dict) -> TuningSpec:
     selection = _choice(study.get("measurementSelectionType", "BEST_MEASUREMENT"),
                         "studySpec.measurementSelectionType",
                         ("BEST_MEASUREMENT", "LAST_MEASUREMENT", "MEASUREMENT_SELECTION_TYPE_UNSPECIFIED"))
-    return _finish(params, metrics[0].get("metricId"), metrics[0].get("goal", "MAXIMIZE"), "studySpec.metrics[0].goal",
+    return _finish(params, metrics[0].get("metricId"), metrics[0].get("goal", "GOAL_TYPE_UNSPECIFIED"), "studySpec.metrics[0].goal",
                    _count(document, "maxTrialCount", "", 1), _count(document, "parallelTrialCount", "", 1),
                    _count(document, "maxFailedTrialCount", "", 0), stopping,
                    study.get("algorithm", "ALGORITHM_UNSPECIFIED"), "studySpec.algorithm",
@@ -186,8 +186,8 @@ def _finish(params, metric, goal, goal_field, max_trials, parallel, max_failed, 
             raise UserInputError(f"{algorithm_field}: GRID_SEARCH needs INTEGER, CATEGORICAL or DISCRETE "
                                  f"parameters; {continuous} are DOUBLE")
     if metric is not None and (not isinstance(metric, str) or not metric.strip()):
-        raise UserInputError(f"the metric tag must be a name such as top_1_accuracy or AP, not {metric!r}")
-    return TuningSpec(params=tuple(params), metric=metric, maximize=goal != "MINIMIZE", max_trials=max_trials,
+        raise UserInputError(f"the metric tag must be the name of the metric the job reports, not {metric!r}")
+    return TuningSpec(params=tuple(params), metric=metric, maximize=None if goal == "GOAL_TYPE_UNSPECIFIED" else goal == "MAXIMIZE", max_trials=max_trials,
                       max_parallel_trials=min(parallel, max_trials), max_failed_trials=max_failed,
                       early_stopping=early_stopping, algorithm=algorithm, best_measurement=best_measurement,
                       source=source)

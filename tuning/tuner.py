@@ -44,7 +44,6 @@ HEARTBEAT_ATTR = "tuner_heartbeat"
 HEARTBEAT_SECONDS = 10
 HEARTBEAT_GRACE_SECONDS = 60
 POLL_SECONDS = 1.0
-TASK_METRICS = {"classification": "top_1_accuracy", "detection": "AP"}
 STOP_WAIT_SECONDS = 120
 ENTRYPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "entrypoint.py")
 
@@ -149,11 +148,13 @@ class Tuner:
                   for p in self.spec.params}
         with _quiet_logs():
             config = registry.parse_job_config(self._trial_argv(sample))
-        metric = TASK_METRICS[config.task]
-        if self.spec.metric and self.spec.metric != metric:
+        task = registry.TASK_SPECS[config.task]
+        if self.spec.metric and self.spec.metric != task.metric:
             raise UserInputError(f"the tuning spec's metric tag is {self.spec.metric}, but a {config.task} job "
-                                 f"reports {metric}")
-        return metric, config.seed
+                                 f"reports {task.metric}")
+        if self.spec.maximize is None:  # no goal in the spec: the task's metric says which way is better
+            self.spec = dataclasses.replace(self.spec, maximize=task.maximize)
+        return task.metric, config.seed
 
     def _trial_argv(self, values: dict, seed: int | None = None) -> list[str]:
         seeds = [f"--seed={seed}"] if seed is not None and self.fixed_trial_seed is None else []

@@ -10,6 +10,8 @@ from algorithms import backbones
 from algorithms.classification import pretrained, report_figures
 from algorithms.classification.model import ImageClassifier
 from algorithms.classification.params import ClassificationParams
+from algorithms.classification.serving import ClassificationServing
+from algorithms.classification.spec import SPEC
 from algorithms.runtime.checkpoints import resolve_checkpoint_prefix, restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.report import decode_for_display
@@ -19,7 +21,6 @@ from core import feature_keys
 from core.errors import UserInputError
 from data import image_sources
 from dataloaders import classification_input, labels, tfrecord_files
-from export.signatures import ClassificationServing
 
 
 class ClassificationEvaluator(Evaluator):
@@ -50,8 +51,7 @@ class ClassificationEvaluator(Evaluator):
 
 
 class ClassificationTask(Task):
-    name = "classification"
-    metric_name = "top_1_accuracy"
+    spec = SPEC
 
     def __init__(self, config: JobConfig):
         super().__init__(config)
@@ -87,9 +87,8 @@ class ClassificationTask(Task):
         folders too) or a seeded share of the training folders."""
         c = self.config
         try:
-            listed = image_sources.read_class_folders(c.training_data_path, 0.0 if c.validation_data_path else
-                                                      self.params.validation_split_ratio, c.seed or 0)
-            names = image_sources.derive_labels(listed)
+            split = 0.0 if c.validation_data_path else self.params.validation_split_ratio
+            listed, names = data.listing(split, c.seed or 0), data.class_names(split, c.seed or 0)
             if c.validation_data_path:
                 if not image_sources.is_class_folder_tree(c.validation_data_path):
                     raise UserInputError(f"--training_data_path={c.training_data_path} is a folder of class folders, "

@@ -12,13 +12,14 @@ from algorithms.detection import report_figures
 from algorithms.detection.coco_metrics import CocoEvaluator
 from algorithms.detection.model import RetinaNet, model_anchors, postprocess
 from algorithms.detection.params import DetectionParams
+from algorithms.detection.serving import DetectionServing
+from algorithms.detection.spec import SPEC
 from algorithms.runtime.checkpoints import restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.task import Task
 from core import feature_keys
 from core.errors import UserInputError
 from dataloaders import detection_input, tfrecord_files
-from export.signatures import DetectionServing
 
 HUBER_DELTA = 0.1  # upstream RetinaNet's box loss
 
@@ -33,8 +34,7 @@ def focal_loss(logits: tf.Tensor, targets: tf.Tensor, alpha: float, gamma: float
 
 
 class DetectionTask(Task):
-    name = "detection"
-    metric_name = "AP"
+    spec = SPEC
 
     def __init__(self, config: JobConfig):
         super().__init__(config)

@@ -11,15 +11,60 @@ from core.errors import UserInputError
 from core.seeds import MAX_SEED
 from dataloaders.image_ops import DEFAULT_MAX_IMAGE_PIXELS
 
-TASKS = ("classification", "detection")
+def _fraction(value: float) -> str:
+    return f"{value:.4g}"
 
 
-def define_shared_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_enum("task", None, TASKS, "Which algorithm to train; default: decided from the flags and the data.", flag_values=fv)
+def _learning_rate_text(defaults: TrainingDefaults) -> str:
+    scaled = [f"{_fraction(rate)}*batch/256 ({name})" for name, rate in defaults.learning_rate_per_256.items()]
+    fixed = [f"{_fraction(rate)} ({name})" for name, rate in defaults.fixed_learning_rate.items()
+             if name not in defaults.learning_rate_per_256]
+    return ", ".join(scaled + fixed)
+
+
+def _stepwise_texts(defaults: TrainingDefaults) -> tuple[str, str]:
+    if not defaults.stepwise_step_fractions:
+        return "", ""
+    steps = " and ".join(_fraction(f) for f in defaults.stepwise_step_fractions) + " of max_steps"
+    levels = "initial x " + ", ".join(_fraction(f) for f in defaults.stepwise_level_factors)
+    return steps, levels
+
+
+def _task_defaults_help(tasks) -> dict:
+    """{flag: "; default: <value> (<task>), ..."} from each task's TrainingDefaults, and its own flag notes."""
+    texts = {}
+
+    def add(flag: str, task: str, text: str) -> None:
+        if text:
+            texts.setdefault(flag, []).append(f"{text} ({task})")
+
+    for spec in tasks:
+        defaults = spec.defaults
+        add("learning_rate_decay_type", spec.name, defaults.decay_type)
+        add("initial_learning_rate", spec.name, _learning_rate_text(defaults))
+        fraction = defaults.warmup_learning_rate_fraction
+        add("warmup_learning_rate", spec.name, f"initial x {_fraction(fraction)}" if fraction else "0")
+        steps, levels = _stepwise_texts(defaults)
+        add("stepwise_learning_rate_steps", spec.name, steps)
+        add("stepwise_learning_rate_levels", spec.name, levels)
+        for flag, note in spec.flag_notes.items():
+            add(flag, spec.name, note)
+    return {flag: "; default: " + "; ".join(parts) if flag not in ("num_classes", "image_size")
+            else "; " + "; ".join(parts) for flag, parts in texts.items()}
+
+
+def define_shared_flags(fv: flags.FlagValues, tasks) -> None:
+    """The flags every task reads; `tasks` (TaskSpecs) name the --task values and their defaults in the help."""
+    notes = _task_defaults_help(tasks)
+
+    def help_of(flag: str, text: str) -> str:
+        return text + notes.get(flag, "") + "."
+
+    flags.DEFINE_enum("task", None, [spec.name for spec in tasks], "Which algorithm to train; default: decided from the flags and the data.", flag_values=fv)
     flags.DEFINE_string("training_data_path", None, "TFRecord file or glob of the training data (local or gs://). Required.", flag_values=fv)
     flags.DEFINE_string("validation_data_path", None, "TFRecord file or glob of the validation data (local or gs://). Required.", flag_values=fv)
     flags.DEFINE_string("job_dir", None, "Output root: model/, checkpoints/ (also --job-dir; on Vertex AI the platform gives the directories).", flag_values=fv)
-    flags.DEFINE_integer("num_classes", None, "Number of classes; labels in the data are 1..num_classes. Required, except for class folders (counted). Detection: 1 or more; classification: 2 or more.", flag_values=fv)
+    flags.DEFINE_integer("num_classes", None, help_of("num_classes", "Number of classes; labels in the data are 1..num_classes. Required, except for class folders (counted) and tasks without classes"), flag_values=fv)
     flags.DEFINE_integer("max_steps", None, "Total training steps. Required unless --epochs is given.", flag_values=fv)
     flags.DEFINE_float("epochs", None, "Training length in passes over the training images instead of --max_steps: max_steps = ceil(epochs x images / train_batch_size); images from --num_train_images, else counted.", flag_values=fv)
     flags.DEFINE_integer("train_batch_size", 32, "Images per training step (global, across all replicas).", flag_values=fv)
@@ -27,16 +72,16 @@ def define_shared_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("num_eval_images", 0, "Validation images per evaluation; 0 = all of them.", flag_values=fv)
     flags.DEFINE_integer("train_steps_per_eval", 1000, "Training steps between evaluations (and checkpoints).", flag_values=fv)
     flags.DEFINE_integer("log_every_steps", 100, "Training steps between progress lines.", flag_values=fv)
-    flags.DEFINE_string("learning_rate_decay_type", None, f"Decay after warm-up: {', '.join(DECAY_TYPES)}; default: cosine (classification), stepwise (detection).", flag_values=fv)
-    flags.DEFINE_float("initial_learning_rate", None, "Peak learning rate after warm-up; default: classification 0.1*batch/256 (momentum), 0.016*batch/256 (rmsprop), 0.001 (adam); detection 0.08*batch/64 (momentum).", flag_values=fv)
-    flags.DEFINE_float("warmup_learning_rate", None, "Learning rate at step 0, rising linearly to initial_learning_rate; default: 0 (classification), initial/12 (detection).", flag_values=fv)
+    flags.DEFINE_string("learning_rate_decay_type", None, help_of("learning_rate_decay_type", f"Decay after warm-up: {', '.join(DECAY_TYPES)}"), flag_values=fv)
+    flags.DEFINE_float("initial_learning_rate", None, help_of("initial_learning_rate", "Peak learning rate after warm-up"), flag_values=fv)
+    flags.DEFINE_float("warmup_learning_rate", None, help_of("warmup_learning_rate", "Learning rate at step 0, rising linearly to initial_learning_rate"), flag_values=fv)
     flags.DEFINE_integer("warmup_steps", None, "Warm-up length in steps; default: 5% of max_steps.", flag_values=fv)
     flags.DEFINE_integer("decay_steps", None, "Cosine: steps of decay (default max_steps - warmup_steps); exponential: steps per 0.97 factor (default 1% of that).", flag_values=fv)
-    flags.DEFINE_string("stepwise_learning_rate_steps", "", "Comma list of global steps where the stepwise rate changes, e.g. 60000,80000; detection default: 2/3 and 8/9 of max_steps.", flag_values=fv)
-    flags.DEFINE_string("stepwise_learning_rate_levels", "", "Comma list of the learning rates from each of those steps on; detection default: initial/10, initial/100.", flag_values=fv)
+    flags.DEFINE_string("stepwise_learning_rate_steps", "", help_of("stepwise_learning_rate_steps", "Comma list of global steps where the stepwise rate changes, e.g. 60000,80000"), flag_values=fv)
+    flags.DEFINE_string("stepwise_learning_rate_levels", "", help_of("stepwise_learning_rate_levels", "Comma list of the learning rates from each of those steps on"), flag_values=fv)
     flags.DEFINE_string("optimizer_type", "momentum", f"Optimizer: {', '.join(OPTIMIZER_TYPES)}.", flag_values=fv)
     flags.DEFINE_string("optimizer_arguments", "", "Comma list of name=value with TF1 names, e.g. momentum=0.9 or beta1=0.9,beta2=0.999.", flag_values=fv)
-    flags.DEFINE_string("image_size", None, "Input size: N for classification (default: the model's native size); \"H,W\" for detection (default 640,640).", flag_values=fv)
+    flags.DEFINE_string("image_size", None, help_of("image_size", "Input size of the model, in pixels"), flag_values=fv)
     flags.DEFINE_float("weight_decay", 0.0001, "L2 coefficient on the weights: loss = task loss + weight_decay * L2.", flag_values=fv)
     flags.DEFINE_string("pretrained_checkpoint_path", None, "Checkpoint (prefix, dir, job dir or exported model; local or gs://) to warm-start from.", flag_values=fv)
     flags.DEFINE_float("max_bad_image_fraction", 0.01, "Undecodable or too large images, and the unreadable rest of a cut TFRecord file, are skipped; fail when more than this fraction of the records is.", flag_values=fv)
@@ -71,14 +116,14 @@ def check_finite_numbers(fv: flags.FlagValues) -> None:
             raise UserInputError(f"--{name}={value} must be a finite number")
 
 
-def read_job_config(fv: flags.FlagValues, task: str, task_params,
-                    defaults: TrainingDefaults = TrainingDefaults()) -> JobConfig:
-    """Validates the shared flags and builds the JobConfig."""
-    num_classes = _require(fv, "num_classes", "5")
+def read_job_config(fv: flags.FlagValues, task_spec, task_params) -> JobConfig:
+    """Validates the shared flags and builds the JobConfig of a `task_spec` (TaskSpec) job."""
+    defaults = task_spec.defaults
+    num_classes = _require(fv, "num_classes", "5") if task_spec.uses_classes else (fv.num_classes or 0)
     if fv.max_steps is None:
         raise UserInputError("--max_steps (or --epochs) is required, e.g. --max_steps=10000")
     max_steps = fv.max_steps
-    if num_classes < 1:
+    if task_spec.uses_classes and num_classes < 1:
         raise UserInputError(f"--num_classes={num_classes} must be at least 1")
     if max_steps < 1:
         raise UserInputError(f"--max_steps={max_steps} must be at least 1")
@@ -108,7 +153,11 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params,
     learning_rate = fv.initial_learning_rate
     if learning_rate is None:
         per_256 = defaults.learning_rate_per_256.get(optimizer.optimizer_type)
-        learning_rate = per_256 * batch / 256 if per_256 else defaults.fixed_learning_rate[optimizer.optimizer_type]
+        fixed = defaults.fixed_learning_rate.get(optimizer.optimizer_type)
+        if not per_256 and fixed is None:
+            raise UserInputError(f"--optimizer_type={optimizer.optimizer_type} has no default learning rate for "
+                                 f"{task_spec.title}; give --initial_learning_rate")
+        learning_rate = per_256 * batch / 256 if per_256 else fixed
     warmup_steps = fv.warmup_steps if fv.warmup_steps is not None else max_steps // 20
     warmup_learning_rate = (fv.warmup_learning_rate if fv.warmup_learning_rate is not None
                             else learning_rate * defaults.warmup_learning_rate_fraction)
@@ -131,7 +180,7 @@ def read_job_config(fv: flags.FlagValues, task: str, task_params,
     validate_schedule(schedule)
 
     return JobConfig(
-        task=task, training_data_path=fv.training_data_path, validation_data_path=fv.validation_data_path,
+        task=task_spec.name, training_data_path=fv.training_data_path, validation_data_path=fv.validation_data_path,
         job_dir=fv.job_dir, num_classes=num_classes, max_steps=max_steps, train_batch_size=batch,
         eval_batch_size=fv.eval_batch_size or batch, num_eval_images=fv.num_eval_images,
         train_steps_per_eval=fv.train_steps_per_eval, log_every_steps=fv.log_every_steps,

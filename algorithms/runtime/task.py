@@ -1,4 +1,4 @@
-"""The contract between the shared runtime and one algorithm (classification, detection, ...).
+"""The contract between the shared runtime and one algorithm (a task).
 
 A task builds its model, datasets, loss, evaluator and serving module; it never writes files or reports
 metrics: the runtime does that, once, for every task. What both tasks do alike (data checks, skip counters,
@@ -13,11 +13,12 @@ import tensorflow as tf
 
 from algorithms.runtime.config import JobConfig
 from algorithms.runtime.reproducibility import StreamStart
+from algorithms.runtime.task_spec import TaskSpec
 from core import feature_keys
 from core.errors import UserInputError
 from dataloaders import labels, record_pipeline, tfrecord_files
 from dataloaders.labels import LABELS_FILE_NAME
-from dataloaders.sources import TrainingData, inspect_training_data
+from dataloaders.sources import ClassFolderSource, inspect_training_data
 
 
 class Evaluator(abc.ABC):
@@ -46,9 +47,17 @@ class Evaluator(abc.ABC):
 
 
 class Task(abc.ABC):
-    name: str
-    metric_name: str  # reported to hypertune and used to pick the best model (higher is better)
+    spec: TaskSpec  # the task's declaration (name, metric and its goal, ...), from its folder's spec.py
     evaluator: Evaluator  # made by the task; its last pass stays readable for the report
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def metric_name(self) -> str:
+        """Reported to hypertune; picks the best model (higher is better when spec.maximize, else lower)."""
+        return self.spec.metric
 
     def __init__(self, config: JobConfig):
         self.config = config
@@ -67,7 +76,7 @@ class Task(abc.ABC):
     def check_first_record(self, path: str, example: tf.train.Example, flag: str) -> None:
         """Raises UserInputError when `example`, the first record of `path`, is not one this task reads."""
 
-    def check_class_folders(self, data: TrainingData) -> None:
+    def check_class_folders(self, data: ClassFolderSource) -> None:
         """Reads a class-folder tree as the training data; only tasks that can learn from one override this."""
         raise UserInputError(f"--training_data_path={data.path} is a folder of class folders, which only image "
                              f"classification reads; {self.name} needs TFRecords (convert with "
@@ -80,7 +89,7 @@ class Task(abc.ABC):
         self.train_counters = record_pipeline.RecordCounters("train")
         self.eval_counters = record_pipeline.RecordCounters("eval")
         training = c.training_data or inspect_training_data(c.training_data_path)
-        if training.class_folders:
+        if isinstance(training, ClassFolderSource):
             return self.check_class_folders(training)
         self.train_files = list(training.files)
         self.check_first_record(training.first_record_path, training.first_example, "training_data_path")

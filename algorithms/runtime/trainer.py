@@ -333,7 +333,8 @@ class Trainer:
             self._check_skipped_records(split)
         self._check_finite(metrics)
         value = metrics[self.task.metric_name]
-        improved = value > self.best_metric.numpy() or self.best_step.numpy() < 0
+        best = self.best_metric.numpy()
+        improved = self.best_step.numpy() < 0 or (value > best if self.task.spec.maximize else value < best)
         if improved:
             self.best_metric.assign(value)
             self.best_step.assign(self.step)
