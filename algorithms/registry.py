@@ -197,7 +197,7 @@ def run_job(config: JobConfig):
     from platforms import hypertune
 
     spec = TASK_SPECS[config.task]
-    return train(spec.make_task(config), config, evaluation_callbacks=(hypertune.evaluation_callback(spec.metric),))
+    return train(spec.make_task(config), config, callbacks=(hypertune.HypertuneCallback(),))
 
 
 def help_text() -> str:

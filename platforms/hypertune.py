@@ -10,6 +10,7 @@ import os
 import hypertune
 from absl import logging
 
+from algorithms.runtime.events import Evaluation, TrainerCallback
 from platforms.google_cloud import METRIC_FILE_VARIABLE
 
 _instances: dict = {}
@@ -28,6 +29,8 @@ def report(metric_tag: str, value: float, global_step: int) -> None:
     logging.info("hypertune: %s=%.4f at step %d", metric_tag, value, global_step)
 
 
-def evaluation_callback(metric_name: str):
-    """A trainer evaluation callback, (step, train loss, metrics), that reports `metric_name`."""
-    return lambda step, _train_loss, metrics: report(metric_name, metrics[metric_name], step)
+class HypertuneCallback(TrainerCallback):
+    """Reports the task's metric after each evaluation (the trainer calls it on the chief only)."""
+
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        report(evaluation.metric_name, evaluation.metrics[evaluation.metric_name], evaluation.step)

@@ -16,6 +16,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
+from algorithms.runtime.events import Evaluation, TrainerCallback, TrainingEnd
 from core.paths import join
 
 METRICS_FILE = "metrics.csv"
@@ -108,9 +109,12 @@ class TrainingReport:
         loss_axis.set(xlabel="step", ylabel="loss", title="Loss")
         loss_axis.legend()
         numeric = [k for k in self.rows[-1] if k not in ("step", "train_loss", "eval_loss", "eval_images")]
+        values = {key: [float(r[key]) for r in self.rows] for key in numeric}
         for key in numeric:
-            metric_axis.plot(steps, [float(r[key]) for r in self.rows], marker="o", label=key)
-        metric_axis.set(xlabel="step", title="Evaluation", ylim=(0, 1.02))
+            metric_axis.plot(steps, values[key], marker="o", label=key)
+        metric_axis.set(xlabel="step", title="Evaluation")
+        if all(0.0 <= v <= 1.0 for series in values.values() for v in series):  # fractions: the whole scale
+            metric_axis.set_ylim(0, 1.02)
         metric_axis.legend()
         return self._save_figure(figure, "curves.png")
 
@@ -149,3 +153,34 @@ padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head>
 <h2>Figures</h2>{pictures}</body></html>
 """
         self._write("report.html", page)
+
+
+class ReportCallback(TrainerCallback):
+    """The report's subscription to the trainer: metrics.csv at each evaluation; at the end, the task's figures
+    and tables, report.html, and the same figures in TensorBoard's Images tab. Best effort throughout."""
+
+    def __init__(self, report: TrainingReport, task, writer):
+        self.report, self.task, self.writer = report, task, writer
+
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        self.report.record_evaluation(evaluation.step, evaluation.train_loss, evaluation.metrics)
+
+    def on_training_end(self, end: TrainingEnd) -> None:
+        if not self.report.enabled:
+            return
+        try:
+            figures, tables = self.task.report_figures(end.serving), self.task.report_tables()
+        except Exception as error:  # the report is best effort: it never fails a finished training job
+            logging.warning("report: could not draw the task's figures: %s", error)
+            figures, tables = {}, {}
+        summary = {f"best {end.metric_name}": f"{end.best_value:.4f}", "best step": end.best_step,
+                   "final step": end.step, "model": end.model_dir, "seed": end.seed, "this run took": end.duration}
+        pngs = self.report.finish(summary, figures, tables)
+        try:  # the same figures in TensorBoard's Images tab (sample predictions, confusion matrix, curves)
+            with self.writer.as_default(step=end.step):
+                for name, png in pngs.items():
+                    tf.summary.image(f"report/{name.rsplit('.', 1)[0]}", tf.io.decode_png(png, channels=3)[None])
+            self.writer.flush()
+        except Exception as error:
+            logging.warning("report: could not add the figures to TensorBoard: %s", error)
+        logging.info("report: %s/report.html", self.report.report_dir)

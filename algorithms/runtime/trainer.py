@@ -24,11 +24,12 @@ from algorithms.runtime.checkpoints import (
     restore_newest_usable,
 )
 from algorithms.runtime.config import JobConfig
+from algorithms.runtime.events import EarlyStopping, Evaluation, EvaluationScalars, TrainingEnd
 from algorithms.runtime.job_layout import JobLayout
 from algorithms.runtime.job_lock import JobLock
 from algorithms.runtime.optimizers import build_optimizer
 from algorithms.runtime.preemption import CHUNK_SECONDS, Preempted, StopSignals
-from algorithms.runtime.report import TrainingReport
+from algorithms.runtime.report import ReportCallback, TrainingReport
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from algorithms.runtime.strategy import choose_strategy
 from algorithms.runtime.task import Task
@@ -85,7 +86,7 @@ def data_errors_as_user_errors():
 class Trainer:
     def __init__(self, task: Task, config: JobConfig, strategy: tf.distribute.Strategy, layout: JobLayout,
                  lock: JobLock | None = None, worker_checkpoint_dir: str | None = None,
-                 evaluation_callbacks: tuple = ()):
+                 callbacks: tuple = ()):
         self.task, self.config, self.strategy, self.layout, self.lock = task, config, strategy, layout, lock
         self.chief = config.placement.is_chief
         self.worker_checkpoint_dir = worker_checkpoint_dir
@@ -113,12 +114,15 @@ class Trainer:
         # Only the chief writes TensorBoard events (where the platform's TensorBoard reads, on Vertex AI).
         self.summaries = (tf.summary.create_file_writer(self.layout.tensorboard_dir) if self.chief
                           else tf.summary.create_noop_writer())
-        self.report = TrainingReport(self.layout.report_dir, task.metric_name, enabled=self.chief)
-        # What happens with each evaluation's metrics besides export and checkpoint: (step, train loss, metrics).
-        # The chief's only: `evaluation_callbacks` (the platform's metric reporting) see the whole job once.
-        self.evaluation_callbacks = [self.report.record_evaluation, self._write_eval_summaries]
+        # Who listens to the job's events (algorithms/runtime/events.py): every worker's report (written by the
+        # chief only), TensorBoard and early stopping (which all workers must agree on); the caller's `callbacks`
+        # (the platform's metric reporting) on the chief only, so they see the whole job once.
+        self.callbacks = [ReportCallback(TrainingReport(self.layout.report_dir, task.metric_name, enabled=self.chief),
+                                         task, self.summaries),
+                          EvaluationScalars(self.summaries),
+                          EarlyStopping(config.early_stopping_patience, config.train_steps_per_eval, config.max_steps)]
         if self.chief:
-            self.evaluation_callbacks += evaluation_callbacks
+            self.callbacks += list(callbacks)
         self._last_train_loss = None
         self._train_fn = self._make_train_fn()
         self._eval_fn = self._make_eval_fn()
@@ -324,9 +328,10 @@ class Trainer:
                 f"at a larger disk, then rerun the same command; the model in {self.layout.model_dir} and the "
                 "earlier checkpoints are intact") from None
 
-    def _evaluate_report_export(self) -> dict:
+    def _evaluate_report_export(self) -> Evaluation:
         """Evaluates; a better metric becomes the best model, checkpointed first and then exported, so a job killed
-        between the two exports it on resume (the checkpoint holds the best metric and step)."""
+        between the two exports it on resume (the checkpoint holds the best metric and step). Then the callbacks
+        hear of it."""
         started = time.time()
         metrics = self.evaluate()
         for split in ("eval", "train"):
@@ -341,41 +346,18 @@ class Trainer:
         self._save_checkpoint()
         if improved:
             self._export(value)
-        for callback in self.evaluation_callbacks:
-            callback(self.step, self._last_train_loss, metrics)
+        evaluation = Evaluation(step=self.step, train_loss=self._last_train_loss, metrics=metrics,
+                                metric_name=self.task.metric_name, improved=improved,
+                                best_value=float(self.best_metric.numpy()), best_step=int(self.best_step.numpy()))
+        for callback in self.callbacks:
+            callback.on_evaluation(evaluation)
         shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         logging.info("eval at step %d: %s (%.1fs)%s", self.step, shown, time.time() - started,
-                     " new best" if improved else f" (best {self.best_metric.numpy():.4f} at step {self.best_step.numpy()})")
-        return metrics
+                     " new best" if improved else f" (best {evaluation.best_value:.4f} at step {evaluation.best_step})")
+        return evaluation
 
-    def _write_eval_summaries(self, step: int, _train_loss, metrics: dict) -> None:
-        with self.summaries.as_default(step=step):
-            for name, value in metrics.items():
-                tf.summary.scalar(f"eval/{name}", value)
-        self.summaries.flush()
-
-    # --- the loop ----------------------------------------------------------------------------------------
-    def _write_report(self, started: float) -> None:
-        if not self.chief:
-            return
-        try:
-            figures, tables = self.task.report_figures(self._serving), self.task.report_tables()
-        except Exception as error:  # the report is best effort: it never fails a finished training job
-            logging.warning("report: could not draw the task's figures: %s", error)
-            figures, tables = {}, {}
-        summary = {f"best {self.task.metric_name}": f"{self.best_metric.numpy():.4f}",
-                   "best step": int(self.best_step.numpy()), "final step": self.step,
-                   "model": self.layout.model_dir, "seed": f"{self.run_seed.seed} ({self.run_seed.source})",
-                   "this run took": _duration(time.time() - started)}
-        pngs = self.report.finish(summary, figures, tables)
-        try:  # the same figures in TensorBoard's Images tab (sample predictions, confusion matrix, curves)
-            with self.summaries.as_default(step=self.step):
-                for name, png in pngs.items():
-                    tf.summary.image(f"report/{name.rsplit('.', 1)[0]}", tf.io.decode_png(png, channels=3)[None])
-            self.summaries.flush()
-        except Exception as error:
-            logging.warning("report: could not add the figures to TensorBoard: %s", error)
-        logging.info("report: %s/report.html", self.layout.report_dir)
+    def _stop_reason(self, evaluation: Evaluation) -> str | None:
+        return next((reason for reason in (c.stop_reason(evaluation) for c in self.callbacks) if reason), None)
 
     def run(self) -> RunSummary:
         started = time.time()
@@ -385,10 +367,15 @@ class Trainer:
             self._restore_or_warm_start()
             if self.step >= config.max_steps:
                 logging.info("step %d already reaches --max_steps=%d: evaluating only", self.step, config.max_steps)
-                metrics = self._evaluate_report_export()
+                metrics = self._evaluate_report_export().metrics
             else:
                 metrics, losses = self._train(config, stop)
-        self._write_report(started)
+        end = TrainingEnd(step=self.step, metric_name=self.task.metric_name, best_value=float(self.best_metric.numpy()),
+                          best_step=int(self.best_step.numpy()), model_dir=self.layout.model_dir,
+                          seed=f"{self.run_seed.seed} ({self.run_seed.source})",
+                          duration=_duration(time.time() - started), serving=self._serving)
+        for callback in self.callbacks:
+            callback.on_training_end(end)
         self._copy_to_export_dir()
         return RunSummary(metric_name=self.task.metric_name, final_step=self.step, best_metric=float(self.best_metric.numpy()),
                           best_step=int(self.best_step.numpy()), last_metrics=metrics, model_dir=self.layout.model_dir,
@@ -401,20 +388,6 @@ class Trainer:
         with self._write_failure_as_error(export_dir, "the copy of the model", lambda _: None):
             copy = publish_copy(self.layout.model_dir, export_dir, str(int(time.time())))
         logging.info("copied the best model to %s (--export_dir)", copy)
-
-    def _should_stop_early(self) -> bool:
-        """True after --early_stopping_patience evaluations without a better metric (derived from the
-        checkpointed best step, so it survives a restart)."""
-        patience = self.config.early_stopping_patience
-        if not patience or self.step >= self.config.max_steps:
-            return False
-        evaluations_since_best = (self.step - int(self.best_step.numpy())) // self.config.train_steps_per_eval
-        if evaluations_since_best < patience:
-            return False
-        logging.info("early stopping at step %d: %d evaluations without a better %s (best %.4f at step %d)",
-                     self.step, evaluations_since_best, self.task.metric_name, self.best_metric.numpy(),
-                     self.best_step.numpy())
-        return True
 
     def _train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         """The training stream from where this run starts: a resumed run skips the records an uninterrupted
@@ -466,8 +439,11 @@ class Trainer:
                 interval_start, interval_step, interval_loss, interval_calls = now, step, 0.0, 0
                 self._check_skipped_records("train")
             if step == next_eval:
-                metrics = self._evaluate_report_export()
-                if self._should_stop_early():
+                evaluation = self._evaluate_report_export()
+                metrics = evaluation.metrics
+                reason = self._stop_reason(evaluation)
+                if reason:
+                    logging.info("early stopping at step %d: %s", step, reason)
                     break
         attempted, skipped = self.task.skipped_record_counts()["train"]
         if skipped:
@@ -511,8 +487,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def train(task: Task, config: JobConfig, evaluation_callbacks: tuple = ()) -> RunSummary:
-    """Runs the job; `evaluation_callbacks` (step, train loss, metrics) run on the chief after each evaluation."""
+def train(task: Task, config: JobConfig, callbacks: tuple = ()) -> RunSummary:
+    """Runs the job; `callbacks` (events.TrainerCallback) hear the chief's evaluations and end."""
     # The strategy comes first: MultiWorkerMirrored must exist before anything starts TensorFlow's runtime;
     # only the threading of op determinism must be set before it.
     reproducibility.configure_deterministic_ops(config.seed, config.deterministic_ops)
@@ -527,6 +503,6 @@ def train(task: Task, config: JobConfig, evaluation_callbacks: tuple = ()) -> Ru
     lock = JobLock(layout.checkpoint_dir, config.placement.trial_id)
     lock.acquire()  # before a checkpoint is read: a second process with the same trial stops here
     try:
-        return Trainer(task, config, strategy, layout, lock, evaluation_callbacks=evaluation_callbacks).run()
+        return Trainer(task, config, strategy, layout, lock, callbacks=callbacks).run()
     finally:
         lock.release()
