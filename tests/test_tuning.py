@@ -22,7 +22,7 @@ from core.errors import UserInputError
 from core.seeds import derive_seed
 from tests.conftest import REPO, refusing_address
 from tuning import spec as tuning_spec
-from tuning.tuner import suggest
+from tuning.study import suggest
 
 # No --seed: each trial gets its own, derived from the study seed and its number. Without op determinism the
 # seeded trials run oneDNN's faster CPU kernels (conftest.FAST_FLAGS).
