@@ -187,6 +187,7 @@ def parse_job_config(argv: list[str], placement: Placement | None = None) -> Job
         training_data = inspect_training_data(fv.training_data_path)
     _resolve_sizes(fv, given, training_data)
     spec = TASK_SPECS[task]
+    shared_flags.check_ranges(fv, {**shared_flags.SHARED_RANGES, **spec.flag_ranges})
     config = shared_flags.read_job_config(fv, spec, spec.read_params(fv))
     return dataclasses.replace(config, training_data=training_data, export_dir=fv.export_dir or None,
                                placement=placement or google_cloud.placement())

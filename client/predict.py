@@ -124,7 +124,7 @@ def draw(path: str, predictions: list, output_dir: str) -> str:
     canvas = ImageDraw.Draw(image)
     width, height = image.size
     if predictions and "box" not in predictions[0]:
-        predictions = predictions[:1]  # a classifier: its top class in the corner
+        predictions = predictions[:1]  # no boxes (a class, a value): the first prediction in the corner
     for prediction in predictions:
         ymin, xmin, ymax, xmax = prediction.get("box", (0, 0, 0, 0))
         if "box" in prediction:

@@ -61,6 +61,26 @@ def test_an_optimizer_without_a_default_rate_for_the_task_asks_for_one(digit_det
     assert registry.parse_job_config([*base, "--optimizer_type=adam"]).schedule.initial_learning_rate == 0.001
 
 
+@pytest.mark.parametrize("flag, message", [
+    ("--train_batch_size=0", "--train_batch_size=0 must be at least 1"),
+    ("--num_eval_images=-1", "--num_eval_images=-1 must be >= 0 (0 = all validation images)"),
+    ("--seed=-1", "--seed=-1 must be in 0..2147483647"),
+    ("--max_bad_image_fraction=2", "--max_bad_image_fraction=2.0 must be in [0, 1]"),
+    ("--label_smoothing=1", "--label_smoothing=1.0 must be in [0, 1)"),
+    ("--validation_split_ratio=1", "--validation_split_ratio=1.0 must be in (0, 1)"),
+    ("--fine_tune_learning_rate=0", "--fine_tune_learning_rate=0.0 must be > 0"),
+    ("--nms_iou_threshold=0", "--nms_iou_threshold=0.0 must be in (0, 1]"),
+    ("--focal_loss_gamma=-1", "--focal_loss_gamma=-1.0 must be >= 0"),
+])
+def test_numeric_flags_are_checked_against_their_ranges_in_one_place(digits, digit_detection, flag, message):
+    """Shared and task flags alike, from one table each (runtime/flags.SHARED_RANGES, the spec's flag_ranges)."""
+    data = digit_detection if flag.startswith(("--nms", "--focal")) else digits
+    base = [f"--training_data_path={data['train']}", f"--validation_data_path={data['validation']}",
+            "--num_classes=3", "--max_steps=5", "--job-dir=/tmp/out"]
+    with pytest.raises(UserInputError, match=f"^{re.escape(message)}$"):
+        registry.parse_job_config([*base, flag])
+
+
 def test_routing_decisions(digits):
     assert registry.choose_task("classification", {"num_classes"}, None)[0] == "classification"
     with pytest.raises(UserInputError, match="--fpn_type is a flag of object detection, but this job is image "

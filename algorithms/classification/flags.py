@@ -4,9 +4,18 @@ from absl import flags
 
 from algorithms import backbones
 from algorithms.classification.params import ClassificationParams
+from algorithms.runtime.flags import FRACTION_BELOW_ONE, NON_NEGATIVE, POSITIVE, Range
 from core.errors import UserInputError
 
 DEFAULT_MODEL_TYPE = "efficientnet-b0"
+
+
+# Checked with the shared flags' ranges (algorithms/runtime/flags.py) before read_params.
+FLAG_RANGES = {
+    "label_smoothing": FRACTION_BELOW_ONE, "dropout_rate": FRACTION_BELOW_ONE, "regularizers_l2": NON_NEGATIVE,
+    "fine_tune_after_steps": Range(0, note="0 = never"), "validation_split_ratio": Range(0.0, 1.0, low_open=True, high_open=True),
+    "fine_tune_learning_rate": POSITIVE,
+}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -36,19 +45,9 @@ def parse_image_size(text: str | None, model_type: str) -> int:
 
 def read_params(fv: flags.FlagValues) -> ClassificationParams:
     model_type = backbones.spec(fv.model_type).name  # refused here, with the list, when unknown
-    if fv.dropout_rate is not None and not 0.0 <= fv.dropout_rate < 1.0:
-        raise UserInputError(f"--dropout_rate={fv.dropout_rate} must be in [0, 1)")
-    if fv.regularizers_l2 < 0:
-        raise UserInputError(f"--regularizers_l2={fv.regularizers_l2} must be >= 0")
-    if fv.fine_tune_after_steps < 0:
-        raise UserInputError(f"--fine_tune_after_steps={fv.fine_tune_after_steps} must be >= 0 (0 = never)")
     if fv.fine_tune_after_steps and not fv.train_only_top_layer:
         raise UserInputError("--fine_tune_after_steps switches from training the head alone to the whole network; "
                              "it needs --train_only_top_layer=true for the first phase")
-    if not 0.0 < fv.validation_split_ratio < 1.0:
-        raise UserInputError(f"--validation_split_ratio={fv.validation_split_ratio} must be in (0, 1)")
-    if fv.fine_tune_learning_rate is not None and fv.fine_tune_learning_rate <= 0:
-        raise UserInputError(f"--fine_tune_learning_rate={fv.fine_tune_learning_rate} must be > 0")
     return ClassificationParams(model_type=model_type, image_size=parse_image_size(fv.image_size, model_type),
                                 label_smoothing=fv.label_smoothing,
                                 pretrained_weights=(fv.pretrained_weights or "").strip() or None,

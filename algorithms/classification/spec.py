@@ -27,6 +27,6 @@ SPEC = TaskSpec(
     label_keys=frozenset({feature_keys.CLASS_LABEL}), records=f"classification records ({feature_keys.CLASS_LABEL})",
     define_flags=flags.define_flags, read_params=flags.read_params, make_task=_make_task,
     serving_outputs=frozenset({"classes", "probabilities", "key"}), serving_image_input="image_bytes",
-    format_prediction=format_prediction,
+    format_prediction=format_prediction, flag_ranges=flags.FLAG_RANGES,
     flag_notes={"num_classes": "2 or more",
                 "image_size": "N (square; default: the model's native size)"})

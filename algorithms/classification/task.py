@@ -67,8 +67,6 @@ class ClassificationTask(Task):
                 f"--num_classes={self.config.num_classes}: a classifier needs at least 2 classes (of "
                 f"{self.config.training_data_path}); to find one kind of object in images, train object detection "
                 "on records with boxes, where --num_classes=1 works")
-        if not 0.0 <= p.label_smoothing < 1.0:
-            raise UserInputError(f"--label_smoothing={p.label_smoothing} must be in [0, 1)")
         if p.image_size < 16:
             raise UserInputError(f"--image_size={p.image_size} is too small; use at least 16 pixels")
         if p.pretrained_weights and self.config.pretrained_checkpoint_path:

@@ -9,7 +9,15 @@ from absl import flags
 from algorithms.backbones import detection_depths
 from algorithms.detection.params import FPN_TYPES, DetectionParams
 from algorithms.runtime.config import TrainingDefaults
-from algorithms.runtime.flags import parse_number_list
+from algorithms.runtime.flags import (
+    AT_LEAST_ONE,
+    FRACTION,
+    FRACTION_BELOW_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Range,
+    parse_number_list,
+)
 from core.errors import UserInputError
 
 DEFAULT_IMAGE_SIZE = (640, 640)
@@ -30,6 +38,16 @@ DETECTION_ONLY_FLAGS = frozenset({
     "max_num_bboxes_in_training", "max_num_bboxes_in_prediction", "nms_iou_threshold", "nms_score_threshold",
     "focal_loss_alpha", "focal_loss_gamma", "detection_loss_weight", "aug_rand_hflip", "aug_scale_min",
     "aug_scale_max", "auto_augmentation", "anchor_num_scales", "nasfpn_num_repeats"})
+
+
+# Checked with the shared flags' ranges (algorithms/runtime/flags.py) before read_params; what ties several
+# flags together is DetectionParams.validate's.
+FLAG_RANGES = {
+    "nasfpn_num_repeats": AT_LEAST_ONE, "anchor_size": POSITIVE, "anchor_num_scales": AT_LEAST_ONE,
+    "max_num_bboxes_in_training": AT_LEAST_ONE, "max_num_bboxes_in_prediction": AT_LEAST_ONE,
+    "nms_iou_threshold": Range(0.0, 1.0, low_open=True), "nms_score_threshold": FRACTION_BELOW_ONE,
+    "focal_loss_alpha": FRACTION, "focal_loss_gamma": NON_NEGATIVE, "detection_loss_weight": NON_NEGATIVE,
+}
 
 
 def define_flags(fv: flags.FlagValues) -> None:

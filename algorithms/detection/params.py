@@ -55,21 +55,8 @@ class DetectionParams:
         if self.fpn_type == "nasfpn" and (self.min_level, self.max_level) != NASFPN_LEVELS:
             raise UserInputError(f"--fpn_type=nasfpn is defined for levels {NASFPN_LEVELS[0]}-{NASFPN_LEVELS[1]}; "
                                  f"drop --fpn_min_level/--fpn_max_level or use --fpn_type=fpn")
-        if self.nasfpn_num_repeats < 1:
-            raise UserInputError(f"--nasfpn_num_repeats={self.nasfpn_num_repeats} must be at least 1")
-        if self.anchor_size <= 0 or self.anchor_num_scales < 1:
-            raise UserInputError("--anchor_size must be > 0 and --anchor_num_scales at least 1")
         if not self.aspect_ratios or min(self.aspect_ratios) <= 0:
             raise UserInputError("--bbox_aspect_ratios must be a comma list of positive width/height ratios, e.g. 1.0,2.0,0.5")
-        if self.max_boxes_in_training < 1 or self.max_detections < 1:
-            raise UserInputError("--max_num_bboxes_in_training and --max_num_bboxes_in_prediction must be at least 1")
-        if not 0 < self.nms_iou_threshold <= 1:
-            raise UserInputError(f"--nms_iou_threshold={self.nms_iou_threshold} must be in (0, 1]")
-        if not 0 <= self.nms_score_threshold < 1:
-            raise UserInputError(f"--nms_score_threshold={self.nms_score_threshold} must be in [0, 1)")
-        if not 0 <= self.focal_loss_alpha <= 1 or self.focal_loss_gamma < 0 or self.box_loss_weight < 0:
-            raise UserInputError("--focal_loss_alpha must be in [0, 1]; --focal_loss_gamma and "
-                                 "--detection_loss_weight must be >= 0")
         if not 0 < self.scale_min <= 1.0 <= self.scale_max:
             raise UserInputError(f"--aug_scale_min={self.scale_min} --aug_scale_max={self.scale_max}: need "
                                  "0 < aug_scale_min <= 1 <= aug_scale_max")

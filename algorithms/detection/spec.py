@@ -31,5 +31,5 @@ SPEC = TaskSpec(
     define_flags=flags.define_flags, read_params=flags.read_params, make_task=_make_task,
     serving_outputs=frozenset({"detection_boxes", "detection_classes", "detection_scores", "num_detections", "key"}),
     serving_image_input="encoded_image", format_prediction=format_prediction, defaults=flags.TRAINING_DEFAULTS,
-    only_flags=flags.DETECTION_ONLY_FLAGS,
+    only_flags=flags.DETECTION_ONLY_FLAGS, flag_ranges=flags.FLAG_RANGES,
     flag_notes={"num_classes": "1 or more", "image_size": "\"H,W\" (default 640,640)"})

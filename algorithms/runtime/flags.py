@@ -1,5 +1,6 @@
-"""Flags every algorithm accepts (the built-ins' shared arguments), and their reading into JobConfig."""
+"""Flags every algorithm accepts (the built-ins' shared arguments), their ranges, and their reading into JobConfig."""
 
+import dataclasses
 import math
 
 from absl import flags
@@ -10,6 +11,56 @@ from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
 from core.errors import UserInputError
 from core.seeds import MAX_SEED
 from dataloaders.image_ops import DEFAULT_MAX_IMAGE_PIXELS
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric flag may take; `note` says what a boundary value means (e.g. "0 = off")."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded
+    high_open: bool = False
+    note: str = ""
+
+    def holds(self, value) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def text(self) -> str:
+        if self.high is None:
+            text = f"> {self.low}" if self.low_open else "at least 1" if self.low == 1 else f">= {self.low}"
+        elif isinstance(self.low, int) and isinstance(self.high, int) and not (self.low_open or self.high_open):
+            text = f"in {self.low}..{self.high}"
+        else:
+            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0.0, 1.0)
+FRACTION_BELOW_ONE = Range(0.0, 1.0, high_open=True)
+
+# The shared flags' ranges; each task adds its own (TaskSpec.flag_ranges). Checked together, after the types
+# (absl) and before anything is built, by check_ranges.
+SHARED_RANGES = {
+    "max_steps": AT_LEAST_ONE, "train_batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
+    "train_steps_per_eval": AT_LEAST_ONE, "log_every_steps": AT_LEAST_ONE, "max_image_pixels": AT_LEAST_ONE,
+    "num_eval_images": Range(0, note="0 = all validation images"),
+    "early_stopping_patience": Range(0, note="0 = off"),
+    "seed": Range(0, MAX_SEED), "weight_decay": NON_NEGATIVE, "max_bad_image_fraction": FRACTION,
+}
+
+
+def check_ranges(fv: flags.FlagValues, ranges: dict) -> None:
+    """Every numeric flag against its Range (an unset optional flag, None, is not checked)."""
+    for name, allowed in ranges.items():
+        value = fv[name].value
+        if value is not None and not allowed.holds(value):
+            raise UserInputError(f"--{name}={value} must be {allowed.text()}")
+
 
 def _fraction(value: float) -> str:
     return f"{value:.4g}"
@@ -125,25 +176,6 @@ def read_job_config(fv: flags.FlagValues, task_spec, task_params) -> JobConfig:
     max_steps = fv.max_steps
     if task_spec.uses_classes and num_classes < 1:
         raise UserInputError(f"--num_classes={num_classes} must be at least 1")
-    if max_steps < 1:
-        raise UserInputError(f"--max_steps={max_steps} must be at least 1")
-    for name in ("train_batch_size", "train_steps_per_eval", "log_every_steps"):
-        if fv[name].value < 1:
-            raise UserInputError(f"--{name}={fv[name].value} must be at least 1")
-    if fv.eval_batch_size is not None and fv.eval_batch_size < 1:
-        raise UserInputError(f"--eval_batch_size={fv.eval_batch_size} must be at least 1")
-    if fv.num_eval_images < 0:
-        raise UserInputError(f"--num_eval_images={fv.num_eval_images} must be >= 0 (0 = all validation images)")
-    if fv.early_stopping_patience < 0:
-        raise UserInputError(f"--early_stopping_patience={fv.early_stopping_patience} must be >= 0 (0 = off)")
-    if fv.seed is not None and not 0 <= fv.seed <= MAX_SEED:
-        raise UserInputError(f"--seed={fv.seed} must be in 0..{MAX_SEED}")
-    if fv.weight_decay < 0:
-        raise UserInputError(f"--weight_decay={fv.weight_decay} must be >= 0")
-    if fv.max_image_pixels < 1:
-        raise UserInputError(f"--max_image_pixels={fv.max_image_pixels} must be at least 1")
-    if not 0.0 <= fv.max_bad_image_fraction <= 1.0:
-        raise UserInputError(f"--max_bad_image_fraction={fv.max_bad_image_fraction} must be in [0, 1]")
 
     optimizer = parse_optimizer_config(fv.optimizer_type, fv.optimizer_arguments)
     if defaults.gradient_clip_norm:

@@ -2,7 +2,7 @@
 
 metrics.csv   one row per evaluation (kept across restarts)
 curves.png    training loss and the evaluation metrics against the step
-<task>.png    the task's own figures (classification: confusion_matrix.png, predictions.png)
+<task>.png    the task's own figures (Task.report_figures, e.g. a confusion matrix, sample predictions)
 report.html   one page tying them together
 
 Drawing is best effort: any failure is logged and never fails the training job.

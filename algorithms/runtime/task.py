@@ -78,9 +78,8 @@ class Task(abc.ABC):
 
     def check_class_folders(self, data: ClassFolderSource) -> None:
         """Reads a class-folder tree as the training data; only tasks that can learn from one override this."""
-        raise UserInputError(f"--training_data_path={data.path} is a folder of class folders, which only image "
-                             f"classification reads; {self.name} needs TFRecords (convert with "
-                             "`python -m data.jpeg_to_tf_record`)")
+        raise UserInputError(f"--training_data_path={data.path} is a folder of class folders; {self.spec.title} "
+                             f"reads {self.spec.records} in TFRecords (convert with `python -m data.jpeg_to_tf_record`)")
 
     def check_data(self) -> None:
         """What every task checks of its data: both globs resolve, their first records are this task's,

@@ -38,5 +38,7 @@ class TaskSpec:
     # another task's data (a silent switch of model would train something else than asked).
     only_flags: frozenset = frozenset()
     uses_classes: bool = True  # --num_classes (and labels.txt) mean something to it; required then
+    # {own numeric flag: runtime.flags.Range}, checked with the shared flags' ranges before its params are read.
+    flag_ranges: Mapping = dataclasses.field(default_factory=dict)
     # {shared flag: what it means for this task}, appended to the shared flag's help.
     flag_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)

@@ -7,6 +7,7 @@ import dataclasses
 
 from absl import flags
 
+from algorithms.runtime.flags import POSITIVE
 from algorithms.runtime.task_spec import TaskSpec
 from core.errors import UserInputError
 from core.json_values import json_number
@@ -29,8 +30,6 @@ def read_params(fv: flags.FlagValues) -> RegressionParams:
         size = int(fv.image_size or 16)
     except ValueError:
         raise UserInputError(f"--image_size={fv.image_size!r} must be one number of pixels") from None
-    if not fv.target_scale > 0:
-        raise UserInputError(f"--target_scale={fv.target_scale} must be > 0")
     return RegressionParams(image_size=size, target_scale=fv.target_scale)
 
 
@@ -49,4 +48,5 @@ SPEC = TaskSpec(
     label_keys=frozenset({TARGET_KEY}), records=f"regression records ({TARGET_KEY})",
     define_flags=define_flags, read_params=read_params, make_task=_make_task,
     serving_outputs=frozenset({"value", "key"}), serving_image_input="image_bytes",
-    format_prediction=format_prediction, only_flags=frozenset({"target_scale"}), uses_classes=False)
+    format_prediction=format_prediction, only_flags=frozenset({"target_scale"}), uses_classes=False,
+    flag_ranges={"target_scale": POSITIVE})
