@@ -1,9 +1,9 @@
 """Flags -> config -> which algorithm: the one list of tasks, the parsing of the whole command line, and routing.
 
-A task is its folder plus one line in TASKS (README, "Add a task"): its spec (algorithms/runtime/task_spec.py)
-says what the shared code may know of it. A job's task is --task when given, else the one whose labels the first
-training record holds (class folders: the task that reads them), else the one whose own flags were given, else
-DEFAULT_TASK. A flag of another task than the chosen one is an error, never a silent switch of model.
+A task is its folder plus one line in TASK_MODULES (README, "Add a task"): its spec (algorithms/runtime/
+task_spec.py) says what the shared code may know of it. A job's task is --task when given, else the first whose
+label keys the training data carries (class folders carry image/class/label), else the one whose own flags were
+given, else DEFAULT_TASK. A flag of another task than the chosen one is an error, never a silent switch of model.
 """
 
 import dataclasses
@@ -49,15 +49,6 @@ def _flag_names(args: list[str]) -> set[str]:
     return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
 
 
-def _task_of_flags(given_flags: set[str]) -> tuple:
-    """(spec, flag) of the first task whose own flag was given, else (None, None)."""
-    for spec in TASKS:
-        own = sorted(given_flags & spec.only_flags)
-        if own:
-            return spec, own[0]
-    return None, None
-
-
 def _task_of_data(data, flag_task, flag) -> tuple:
     """(task name, why) from what the training data holds."""
     for spec in TASKS:
@@ -73,7 +64,8 @@ def choose_task(explicit: str | None, given_flags: set[str],
                 training_data_path: str | None) -> tuple:
     """(task, why, the training data when it was looked at): --task, else the training data (class folders, or
     the first record's keys), else a task's own flags, else DEFAULT_TASK. Another task's own flag is refused."""
-    flag_task, flag = _task_of_flags(given_flags)
+    own_flags = [(spec, sorted(given_flags & spec.only_flags)) for spec in TASKS]
+    flag_task, flag = next(((spec, own[0]) for spec, own in own_flags if own), (None, None))
     data = None
     if explicit:
         task, why = explicit, "--task"
@@ -86,8 +78,7 @@ def choose_task(explicit: str | None, given_flags: set[str],
         task, why = flag_task.name, f"{flag_task.name}-only flag --{flag}"
     else:
         task, why = DEFAULT_TASK, "default"
-    for other in TASKS:
-        own = sorted(given_flags & other.only_flags)
+    for other, own in own_flags:
         if other.name != task and own:
             raise UserInputError(f"--{own[0]} is a flag of {other.title}, but this job is {TASK_SPECS[task].title} "
                                  f"({why}); remove it, or train on {other.records}")

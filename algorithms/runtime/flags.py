@@ -46,7 +46,7 @@ FRACTION_BELOW_ONE = Range(0.0, 1.0, high_open=True)
 # The shared flags' ranges; each task adds its own (TaskSpec.flag_ranges). Checked together, after the types
 # (absl) and before anything is built, by check_ranges.
 SHARED_RANGES = {
-    "max_steps": AT_LEAST_ONE, "train_batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
+    "num_classes": AT_LEAST_ONE, "max_steps": AT_LEAST_ONE, "train_batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE,
     "train_steps_per_eval": AT_LEAST_ONE, "log_every_steps": AT_LEAST_ONE, "max_image_pixels": AT_LEAST_ONE,
     "num_eval_images": Range(0, note="0 = all validation images"),
     "early_stopping_patience": Range(0, note="0 = off"),
@@ -82,26 +82,30 @@ def _stepwise_texts(defaults: TrainingDefaults) -> tuple[str, str]:
 
 
 def _task_defaults_help(tasks) -> dict:
-    """{flag: "; default: <value> (<task>), ..."} from each task's TrainingDefaults, and its own flag notes."""
-    texts = {}
+    """{flag: "; default: <value> (<task>); ..."} from each task's TrainingDefaults, then "; <note> (<task>)" for
+    each task's flag notes."""
+    defaults_by_flag, notes_by_flag = {}, {}
 
-    def add(flag: str, task: str, text: str) -> None:
+    def add(texts: dict, flag: str, task: str, text: str) -> None:
         if text:
             texts.setdefault(flag, []).append(f"{text} ({task})")
 
     for spec in tasks:
         defaults = spec.defaults
-        add("learning_rate_decay_type", spec.name, defaults.decay_type)
-        add("initial_learning_rate", spec.name, _learning_rate_text(defaults))
+        add(defaults_by_flag, "learning_rate_decay_type", spec.name, defaults.decay_type)
+        add(defaults_by_flag, "initial_learning_rate", spec.name, _learning_rate_text(defaults))
         fraction = defaults.warmup_learning_rate_fraction
-        add("warmup_learning_rate", spec.name, f"initial x {_fraction(fraction)}" if fraction else "0")
+        add(defaults_by_flag, "warmup_learning_rate", spec.name,
+            f"initial x {_fraction(fraction)}" if fraction else "0")
         steps, levels = _stepwise_texts(defaults)
-        add("stepwise_learning_rate_steps", spec.name, steps)
-        add("stepwise_learning_rate_levels", spec.name, levels)
+        add(defaults_by_flag, "stepwise_learning_rate_steps", spec.name, steps)
+        add(defaults_by_flag, "stepwise_learning_rate_levels", spec.name, levels)
         for flag, note in spec.flag_notes.items():
-            add(flag, spec.name, note)
-    return {flag: "; default: " + "; ".join(parts) if flag not in ("num_classes", "image_size")
-            else "; " + "; ".join(parts) for flag, parts in texts.items()}
+            add(notes_by_flag, flag, spec.name, note)
+    help_texts = {flag: "; default: " + "; ".join(parts) for flag, parts in defaults_by_flag.items()}
+    for flag, parts in notes_by_flag.items():
+        help_texts[flag] = help_texts.get(flag, "") + "; " + "; ".join(parts)
+    return help_texts
 
 
 def define_shared_flags(fv: flags.FlagValues, tasks) -> None:
@@ -174,8 +178,6 @@ def read_job_config(fv: flags.FlagValues, task_spec, task_params) -> JobConfig:
     if fv.max_steps is None:
         raise UserInputError("--max_steps (or --epochs) is required, e.g. --max_steps=10000")
     max_steps = fv.max_steps
-    if task_spec.uses_classes and num_classes < 1:
-        raise UserInputError(f"--num_classes={num_classes} must be at least 1")
 
     optimizer = parse_optimizer_config(fv.optimizer_type, fv.optimizer_arguments)
     if defaults.gradient_clip_norm:
