@@ -165,3 +165,30 @@ def test_pretrained_backbone_with_a_new_head_size(trained_job, digits, tmp_path)
     registry.run_job(registry.parse_job_config(args))
     outputs = tf.saved_model.load(str(tmp_path / "warm12" / "model")).signatures["serving_default"].structured_outputs
     assert outputs["probabilities"].shape.as_list() == [None, 12]
+
+
+def test_the_exported_model_is_the_moving_average_of_the_weights(trained_job, digits):
+    """EMA is on by default: the export's outputs are those of the averaged weights kept in the checkpoint of its
+    step, not those of the trained weights beside them (which differ, or this test could not tell)."""
+    from algorithms import registry
+    from algorithms.runtime.checkpoints import _escape
+    from export.atomic import exported_step
+
+    step = exported_step(trained_job["model_dir"])
+    reader = tf.train.load_checkpoint(os.path.join(trained_job["job_dir"], "checkpoints", f"ckpt-{step}"))
+    assert "moving average of the weights (decay 0.9999" in trained_job["log"]
+    config = registry.parse_job_config(trained_job["args"])
+    task = registry.TASK_SPECS[config.task].make_task(config)
+    images = [e[0] for e in _validation_records(digits["validation"])[:16]]
+    served = _load_signature(trained_job["model_dir"])(image_bytes=tf.constant(images), key=tf.constant([b""] * 16))
+
+    def probabilities_with(root):
+        model = task.build_model()
+        for weight in model.weights:
+            weight.assign(reader.get_tensor(f"{root}/{_escape(weight.path)}/.ATTRIBUTES/VARIABLE_VALUE"))
+        serving = task.serving_module(model)
+        return serving.serve(tf.constant(images), tf.constant([b""] * 16))["probabilities"].numpy()
+
+    averaged, trained = probabilities_with("weight_average"), probabilities_with("model")
+    np.testing.assert_allclose(served["probabilities"].numpy(), averaged, atol=1e-5)
+    assert np.abs(trained - averaged).max() > 1e-3

@@ -1,5 +1,6 @@
-"""Flag parsing, routing, learning-rate schedules and optimizer-argument mapping."""
+"""Flag parsing, routing, learning-rate schedules, the optimizer's choice and optimizer-argument mapping."""
 
+import logging
 import os
 import re
 
@@ -150,12 +151,62 @@ def test_tf1_optimizer_arguments_map_to_keras(kind, arguments, expected_class, e
         assert config[name] == pytest.approx(value)
 
 
-def test_default_learning_rate_follows_the_batch_size(digits):
-    args = [f"--training_data_path={digits['train']}", "--num_classes=3", "--max_steps=100", "--train_batch_size=64"]
-    assert registry.parse_job_config(args).schedule.initial_learning_rate == pytest.approx(0.1 * 64 / 256)
-    adam = registry.parse_job_config([*args, "--optimizer_type=adam"])
-    assert adam.schedule.initial_learning_rate == pytest.approx(0.001)
-    assert registry.parse_job_config(args).schedule.warmup_steps == 5
+def _optimizer_of(args, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        config = registry.parse_job_config(args)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("optimizer: ")]
+    built = build_optimizer(config.optimizer, config.schedule.initial_learning_rate)
+    return config, built, line
+
+
+def test_the_optimizer_is_chosen_from_the_run_and_the_choice_is_logged(digits, caplog):
+    """--optimizer_type unset (auto): Adam at a fixed rate for a short run, momentum at the batch-scaled rate for a
+    long one; the job says which and why in one line."""
+    args = [f"--training_data_path={digits['train']}", "--num_classes=3", "--train_batch_size=64"]
+    short, built, line = _optimizer_of([*args, "--max_steps=300"], caplog)
+    assert (short.optimizer.optimizer_type, type(built)) == ("adam", keras.optimizers.Adam)
+    assert short.schedule.initial_learning_rate == pytest.approx(0.001) and short.schedule.warmup_steps == 15
+    assert line == ("optimizer: adam, peak learning rate 0.001 (--optimizer_type=auto chose adam: a short run (300 "
+                    "<= 10000 steps): Adam at a fixed rate learns faster than momentum at a rate scaled for large "
+                    "batches)")
+    long, built, line = _optimizer_of([*args, "--max_steps=20000"], caplog)
+    assert (long.optimizer.optimizer_type, type(built)) == ("momentum", keras.optimizers.SGD)
+    assert long.schedule.initial_learning_rate == pytest.approx(0.1 * 64 / 256) and built.get_config()["momentum"] == 0.9
+    assert line.startswith("optimizer: momentum, peak learning rate 0.025 (--optimizer_type=auto chose momentum: a "
+                           "long run (20000 > 10000 steps)")
+    # The 10,000th step is still short; auto spelled out is the default.
+    assert registry.parse_job_config([*args, "--max_steps=10000", "--optimizer_type=auto"]).optimizer.optimizer_type == "adam"
+
+
+@pytest.mark.parametrize("flags, expected_type, expected_rate, expected_reason", [
+    # Explicit flags win over every automatic choice, in short runs too.
+    (["--optimizer_type=momentum"], "momentum", 0.1 * 64 / 256, "--optimizer_type=momentum, learning rate from its default"),
+    (["--optimizer_type=adam", "--initial_learning_rate=0.003"], "adam", 0.003, "--optimizer_type=adam, learning rate from --initial_learning_rate"),
+    (["--optimizer_type=momentum", "--max_steps=300"], "momentum", 0.1 * 64 / 256, "--optimizer_type=momentum"),
+    # The seed command lines' language: a rate or TF1 arguments with no optimizer meant the built-ins' momentum.
+    (["--initial_learning_rate=0.128"], "momentum", 0.128, "--optimizer_type=auto chose momentum: --initial_learning_rate set"),
+    (["--optimizer_arguments=momentum=0.8,use_nesterov=true"], "momentum", 0.1 * 64 / 256,
+     "--optimizer_type=auto chose momentum: --optimizer_arguments set"),
+])
+def test_explicit_optimizer_flags_override_the_automatic_choice(digits, caplog, flags, expected_type, expected_rate,
+                                                                expected_reason):
+    args = [f"--training_data_path={digits['train']}", "--num_classes=3", "--train_batch_size=64", "--max_steps=300"]
+    config, built, line = _optimizer_of([*args, *flags], caplog)
+    assert config.optimizer.optimizer_type == expected_type
+    assert config.schedule.initial_learning_rate == pytest.approx(expected_rate)
+    assert expected_reason in line
+    if "use_nesterov=true" in flags[0]:
+        assert built.get_config()["momentum"] == pytest.approx(0.8) and built.get_config()["nesterov"] is True
+
+
+def test_moving_average_decay_defaults_per_task_and_zero_turns_it_off(digits):
+    args = [f"--training_data_path={digits['train']}", "--num_classes=3", "--max_steps=30"]
+    assert registry.parse_job_config(args).moving_average_decay == 0.9999
+    assert registry.parse_job_config([*args, "--moving_average_decay=0.99"]).moving_average_decay == 0.99
+    assert registry.parse_job_config([*args, "--moving_average_decay=0"]).moving_average_decay == 0.0
+    with pytest.raises(UserInputError, match=r"^--moving_average_decay=1.0 must be in \[0, 1\) \(0 = off\)$"):
+        registry.parse_job_config([*args, "--moving_average_decay=1"])
 
 
 def test_resnets_have_the_reference_architectures():

@@ -40,6 +40,8 @@ class TrainingDefaults:
     stepwise_step_fractions: tuple = ()
     stepwise_level_factors: tuple = ()
     gradient_clip_norm: float | None = None
+    # The decay of the weights' moving average (0 = off): see --moving_average_decay.
+    moving_average_decay: float = 0.9999
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,7 @@ class JobConfig:
     schedule: ScheduleConfig
     optimizer: OptimizerConfig
     task_params: Any
+    moving_average_decay: float = 0.0  # 0: evaluate and export the trained weights themselves
     # What --training_data_path held when routing had to look (dataloaders.sources.TrainingData), so the
     # task's checks do not read it again; None when flags alone chose the task.
     training_data: Any = None

@@ -3,10 +3,10 @@
 import dataclasses
 import math
 
-from absl import flags
+from absl import flags, logging
 
 from algorithms.runtime.config import JobConfig, OptimizerConfig, ScheduleConfig, TrainingDefaults
-from algorithms.runtime.optimizers import OPTIMIZER_TYPES, parse_optimizer_config
+from algorithms.runtime.optimizers import AUTO, OPTIMIZER_TYPES, SHORT_RUN_MAX_STEPS, choose_optimizer
 from algorithms.runtime.schedules import DECAY_TYPES, validate_schedule
 from core.errors import UserInputError
 from core.seeds import MAX_SEED
@@ -51,6 +51,7 @@ SHARED_RANGES = {
     "num_eval_images": Range(0, note="0 = all validation images"),
     "early_stopping_patience": Range(0, note="0 = off"),
     "seed": Range(0, MAX_SEED), "weight_decay": NON_NEGATIVE, "max_bad_image_fraction": FRACTION,
+    "moving_average_decay": Range(0.0, 1.0, high_open=True, note="0 = off"),
 }
 
 
@@ -93,6 +94,7 @@ def _task_defaults_help(tasks) -> dict:
     for spec in tasks:
         defaults = spec.defaults
         add(defaults_by_flag, "learning_rate_decay_type", spec.name, defaults.decay_type)
+        add(defaults_by_flag, "moving_average_decay", spec.name, f"{defaults.moving_average_decay:g}")
         add(defaults_by_flag, "initial_learning_rate", spec.name, _learning_rate_text(defaults))
         fraction = defaults.warmup_learning_rate_fraction
         add(defaults_by_flag, "warmup_learning_rate", spec.name,
@@ -134,7 +136,8 @@ def define_shared_flags(fv: flags.FlagValues, tasks) -> None:
     flags.DEFINE_integer("decay_steps", None, "Cosine: steps of decay (default max_steps - warmup_steps); exponential: steps per 0.97 factor (default 1% of that).", flag_values=fv)
     flags.DEFINE_string("stepwise_learning_rate_steps", "", help_of("stepwise_learning_rate_steps", "Comma list of global steps where the stepwise rate changes, e.g. 60000,80000"), flag_values=fv)
     flags.DEFINE_string("stepwise_learning_rate_levels", "", help_of("stepwise_learning_rate_levels", "Comma list of the learning rates from each of those steps on"), flag_values=fv)
-    flags.DEFINE_string("optimizer_type", "momentum", f"Optimizer: {', '.join(OPTIMIZER_TYPES)}.", flag_values=fv)
+    flags.DEFINE_string("optimizer_type", None, f"Optimizer: {AUTO}, {', '.join(OPTIMIZER_TYPES)}. Default {AUTO}: momentum when --initial_learning_rate or --optimizer_arguments is set (the built-ins' optimizer), else adam at a fixed rate for runs of up to {SHORT_RUN_MAX_STEPS} steps and momentum at the batch-scaled rate for longer ones; the job logs its choice.", flag_values=fv)
+    flags.DEFINE_float("moving_average_decay", None, help_of("moving_average_decay", "Exponential moving average of the weights, which evaluation, the exported model and hypertune use (checkpoints keep both): its decay, warmed up as min(decay, (1+step)/(10+step)) so short runs average too; 0 = off"), flag_values=fv)
     flags.DEFINE_string("optimizer_arguments", "", "Comma list of name=value with TF1 names, e.g. momentum=0.9 or beta1=0.9,beta2=0.999.", flag_values=fv)
     flags.DEFINE_string("image_size", None, help_of("image_size", "Input size of the model, in pixels"), flag_values=fv)
     flags.DEFINE_float("weight_decay", 0.0001, "L2 coefficient on the weights: loss = task loss + weight_decay * L2.", flag_values=fv)
@@ -179,19 +182,14 @@ def read_job_config(fv: flags.FlagValues, task_spec, task_params) -> JobConfig:
         raise UserInputError("--max_steps (or --epochs) is required, e.g. --max_steps=10000")
     max_steps = fv.max_steps
 
-    optimizer = parse_optimizer_config(fv.optimizer_type, fv.optimizer_arguments)
+    batch = fv.train_batch_size
+    choice = choose_optimizer(fv.optimizer_type, fv.optimizer_arguments, fv.initial_learning_rate, max_steps, batch,
+                              defaults, task_spec.title)
+    optimizer, learning_rate = choice.config, choice.learning_rate
     if defaults.gradient_clip_norm:
         optimizer = OptimizerConfig(optimizer.optimizer_type,
                                     {"global_clipnorm": defaults.gradient_clip_norm, **optimizer.keras_arguments})
-    batch = fv.train_batch_size
-    learning_rate = fv.initial_learning_rate
-    if learning_rate is None:
-        per_256 = defaults.learning_rate_per_256.get(optimizer.optimizer_type)
-        fixed = defaults.fixed_learning_rate.get(optimizer.optimizer_type)
-        if not per_256 and fixed is None:
-            raise UserInputError(f"--optimizer_type={optimizer.optimizer_type} has no default learning rate for "
-                                 f"{task_spec.title}; give --initial_learning_rate")
-        learning_rate = per_256 * batch / 256 if per_256 else fixed
+    logging.info("optimizer: %s, peak learning rate %.5g (%s)", optimizer.optimizer_type, learning_rate, choice.reason)
     warmup_steps = fv.warmup_steps if fv.warmup_steps is not None else max_steps // 20
     warmup_learning_rate = (fv.warmup_learning_rate if fv.warmup_learning_rate is not None
                             else learning_rate * defaults.warmup_learning_rate_fraction)
@@ -224,6 +222,8 @@ def read_job_config(fv: flags.FlagValues, task_spec, task_params) -> JobConfig:
         distribution_strategy=(fv.distribution_strategy or "auto").strip().lower(),
         mixed_precision=(fv.mixed_precision or "auto").strip().lower(),
         labels_file=fv.labels_file or None, early_stopping_patience=fv.early_stopping_patience, schedule=schedule, optimizer=optimizer,
+        moving_average_decay=(fv.moving_average_decay if fv.moving_average_decay is not None
+                              else defaults.moving_average_decay),
         task_params=task_params)
 
 

@@ -1,8 +1,11 @@
-"""Optimizers from the built-ins' flags: TF1 argument names (`beta1`, `decay`, ...) mapped to Keras 3."""
+"""Optimizers from the built-ins' flags: TF1 argument names (`beta1`, `decay`, ...) mapped to Keras 3, and the
+optimizer and peak learning rate chosen for the run when the user sets neither (`--optimizer_type=auto`)."""
+
+import dataclasses
 
 import keras
 
-from algorithms.runtime.config import OptimizerConfig
+from algorithms.runtime.config import OptimizerConfig, TrainingDefaults
 from core.errors import UserInputError
 
 # For each optimizer_type: the Keras class, the TF1 constructor defaults the built-ins used, and how each
@@ -24,6 +27,12 @@ _OPTIMIZERS = {
                  "use_locking": None, "name": None}),
 }
 OPTIMIZER_TYPES = tuple(_OPTIMIZERS)
+AUTO = "auto"
+# Runs up to this many steps get Adam at a fixed rate, longer ones momentum at the batch-scaled rate: from
+# scratch with small batches, momentum's rate (scaled from TPU batch sizes) is far too low for a short run,
+# while Adam's advantage fades over long schedules, where momentum generalises better (Ultralytics'
+# optimizer=auto draws the same line at 10,000 iterations; bench/accuracy_bench.py measures both sides).
+SHORT_RUN_MAX_STEPS = 10_000
 _BOOLEAN_ARGUMENTS = {"nesterov", "centered", "amsgrad"}
 
 
@@ -71,3 +80,47 @@ def parse_optimizer_config(optimizer_type: str, arguments: str) -> OptimizerConf
 def build_optimizer(config: OptimizerConfig, learning_rate) -> keras.optimizers.Optimizer:
     optimizer_class = _OPTIMIZERS[config.optimizer_type][0]
     return optimizer_class(learning_rate=learning_rate, **config.keras_arguments)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerChoice:
+    config: OptimizerConfig
+    learning_rate: float
+    reason: str  # for the log: which flags decided, or why the run got this optimizer and rate
+
+
+def default_learning_rate(optimizer_type: str, batch: int, defaults: TrainingDefaults, title: str) -> float:
+    per_256 = defaults.learning_rate_per_256.get(optimizer_type)
+    if per_256:
+        return per_256 * batch / 256
+    fixed = defaults.fixed_learning_rate.get(optimizer_type)
+    if fixed is None:
+        raise UserInputError(f"--optimizer_type={optimizer_type} has no default learning rate for {title}; give "
+                             "--initial_learning_rate")
+    return fixed
+
+
+def choose_optimizer(optimizer_type: str | None, arguments: str, learning_rate: float | None, max_steps: int,
+                     batch: int, defaults: TrainingDefaults, title: str) -> OptimizerChoice:
+    """The optimizer and peak rate of a run. Explicit flags always win; `auto` (or no --optimizer_type) keeps the
+    built-ins' momentum where the command line speaks momentum's language (a rate or arguments given with no
+    optimizer), else picks by run length (SHORT_RUN_MAX_STEPS)."""
+    requested = (optimizer_type or AUTO).strip().lower()
+    if requested != AUTO:
+        config = parse_optimizer_config(requested, arguments)
+        rate = learning_rate if learning_rate is not None else default_learning_rate(requested, batch, defaults, title)
+        given = "--initial_learning_rate" if learning_rate is not None else "its default for " + title
+        return OptimizerChoice(config, rate, f"--optimizer_type={requested}, learning rate from {given}")
+    if learning_rate is not None or (arguments or "").strip():
+        given = "--initial_learning_rate" if learning_rate is not None else "--optimizer_arguments"
+        chosen, reason = "momentum", (f"{given} set without --optimizer_type: the built-ins' optimizer, momentum, "
+                                      "as in their command lines")
+    elif max_steps <= SHORT_RUN_MAX_STEPS:
+        chosen, reason = "adam", (f"a short run ({max_steps} <= {SHORT_RUN_MAX_STEPS} steps): Adam at a fixed "
+                                  "rate learns faster than momentum at a rate scaled for large batches")
+    else:
+        chosen, reason = "momentum", (f"a long run ({max_steps} > {SHORT_RUN_MAX_STEPS} steps): momentum at the "
+                                      f"rate scaled by the batch ({batch}) generalises better over a long schedule")
+    config = parse_optimizer_config(chosen, arguments)
+    rate = learning_rate if learning_rate is not None else default_learning_rate(chosen, batch, defaults, title)
+    return OptimizerChoice(config, rate, f"--optimizer_type=auto chose {chosen}: {reason}")

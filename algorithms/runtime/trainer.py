@@ -33,6 +33,7 @@ from algorithms.runtime.report import ReportCallback, TrainingReport
 from algorithms.runtime.schedules import WarmupDecaySchedule
 from algorithms.runtime.strategy import choose_strategy
 from algorithms.runtime.task import Task
+from algorithms.runtime.weight_average import WeightAverage
 from core.errors import (
     DataError,
     DivergedError,
@@ -106,8 +107,15 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.best_metric = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_metric")
             self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
+            self.weight_average = (WeightAverage(self.model, config.moving_average_decay)
+                                   if config.moving_average_decay else None)
+        averages = {"weight_average": self.weight_average.trackable} if self.weight_average else {}
         self.checkpoint = tf.train.Checkpoint(model=trackable_variables(self.model), optimizer=self.optimizer,
-                                              best_metric=self.best_metric, best_step=self.best_step)
+                                              best_metric=self.best_metric, best_step=self.best_step, **averages)
+        if self.weight_average:
+            logging.info("evaluating and exporting the moving average of the weights (decay %g, warmed up as "
+                         "min(decay, (1+step)/(10+step)); --moving_average_decay=0 turns it off)",
+                         config.moving_average_decay)
         self.manager = None  # opened once the job dir's checkpoints are restored (_restore_or_warm_start)
         # The float32 copy of the model that exports and its serving tf.Module, built at the first export.
         self._serving_model, self._serving = None, None
@@ -135,6 +143,7 @@ class Trainer:
     def _make_train_fn(self):
         task, model, optimizer, strategy = self.task, self.model, self.optimizer, self.strategy
         global_batch = self.config.train_batch_size
+        weight_average = self.weight_average
 
         def replica_step(batch):
             with tf.GradientTape() as tape:
@@ -144,6 +153,8 @@ class Trainer:
                 scaled_loss = optimizer.scale_loss(loss)  # loss scaling under float16, identity otherwise
             gradients = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            if weight_average is not None:
+                weight_average.update(optimizer.iterations)
             return loss
 
         @tf.function
@@ -177,6 +188,10 @@ class Trainer:
         restored = restore_newest_usable(self.checkpoint, directory, self.chief)
         self._open_checkpoint_manager(restored)
         if restored:
+            if self.weight_average and not _holds_weight_average(restored):
+                logging.info("%s holds no moving average of the weights: it starts from the restored weights",
+                             restored)
+                self.weight_average.reset()
             logging.info("resumed from %s at step %d (best %s=%.4f at step %d)", restored, self.step,
                          self.task.metric_name, self.best_metric.numpy(), self.best_step.numpy())
             self._finish_interrupted_export()
@@ -192,6 +207,8 @@ class Trainer:
             self.task.warm_start(self.model, prefix)
         else:
             self.task.load_pretrained(self.model)
+        if self.weight_average:
+            self.weight_average.reset()  # the average starts at the warm-started weights, not the random ones
 
     def _open_checkpoint_manager(self, restored: str | None) -> None:
         # Only the chief keeps the real checkpoints; other workers write theirs to a scratch dir.
@@ -213,13 +230,19 @@ class Trainer:
         if best_step == self.step and exported_step(self.layout.model_dir) != best_step:
             logging.warning("the best model (step %d) was checkpointed but its export did not finish: exporting it "
                             "now", best_step)
-            self._export(float(self.best_metric.numpy()))
+            with self._evaluated_weights():
+                weights = self.model.get_weights()
+            self._export(float(self.best_metric.numpy()), weights)
 
     def _enter_training_phase(self) -> None:
         """What trains from this step on (e.g. the head alone, then the whole network); a change retraces the
         training function, whose gradients cover the trainable variables it saw when traced."""
         if self.task.set_training_phase(self.model, self.step):
             self._train_fn = self._make_train_fn()
+
+    def _evaluated_weights(self):
+        """The weights that are evaluated and exported: the moving average when there is one."""
+        return self.weight_average.swapped_in() if self.weight_average else contextlib.nullcontext()
 
     def evaluate(self) -> dict:
         # Every input pipeline (worker) evaluates the whole set, so all of them run the same number of batches.
@@ -270,10 +293,9 @@ class Trainer:
                 f"--initial_learning_rate (now {rate:g}; try {rate / 4:g}) or a longer --warmup_steps, and check "
                 "the data")
 
-    def _export(self, value: float) -> None:
-        """Exports the current weights as the best model (the chief writes; every worker reads the weights)."""
-        # Read on every worker: under MultiWorkerMirrored, reading synced variables is a collective.
-        weights = self.model.get_weights()
+    def _export(self, value: float, weights: list) -> None:
+        """Exports `weights` (the model's get_weights(), read by every worker: under MultiWorkerMirrored, reading
+        synced variables is a collective) as the best model; the chief writes."""
         if not self.chief:
             return
         if self._serving is None:
@@ -333,19 +355,21 @@ class Trainer:
         between the two exports it on resume (the checkpoint holds the best metric and step). Then the callbacks
         hear of it."""
         started = time.time()
-        metrics = self.evaluate()
-        for split in ("eval", "train"):
-            self._check_skipped_records(split)
-        self._check_finite(metrics)
-        value = metrics[self.task.metric_name]
-        best = self.best_metric.numpy()
-        improved = self.best_step.numpy() < 0 or (value > best if self.task.spec.maximize else value < best)
+        with self._evaluated_weights():
+            metrics = self.evaluate()
+            for split in ("eval", "train"):
+                self._check_skipped_records(split)
+            self._check_finite(metrics)
+            value = metrics[self.task.metric_name]
+            best = self.best_metric.numpy()
+            improved = self.best_step.numpy() < 0 or (value > best if self.task.spec.maximize else value < best)
+            exported_weights = self.model.get_weights() if improved else None
         if improved:
             self.best_metric.assign(value)
             self.best_step.assign(self.step)
-        self._save_checkpoint()
+        self._save_checkpoint()  # the trained weights (and their average), outside the swap
         if improved:
-            self._export(value)
+            self._export(value, exported_weights)
         evaluation = Evaluation(step=self.step, train_loss=self._last_train_loss, metrics=metrics,
                                 metric_name=self.task.metric_name, improved=improved,
                                 best_value=float(self.best_metric.numpy()), best_step=int(self.best_step.numpy()))
@@ -480,6 +504,10 @@ class Trainer:
         if not saved or not saved.endswith(f"-{self.step}"):
             saved = self._save_checkpoint()
         raise Preempted(stop.received or signal.SIGTERM, self.step, saved)
+
+
+def _holds_weight_average(prefix: str) -> bool:
+    return any(key.startswith("weight_average/") for key in tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
 
 
 def _duration(seconds: float) -> str:
