@@ -72,6 +72,7 @@ bench: venv
 	$(PY) bench/converter_bench.py
 	$(PY) bench/transfer_bench.py
 	$(PY) bench/determinism_bench.py
+	$(PY) bench/accuracy_bench.py
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile

@@ -71,3 +71,32 @@ def test_converter_bench_builds_distinct_photos_once_and_times_both_sides_at_two
         assert re.search(rf"^{name} +-?[0-9]+ +-?[0-9]+ +([0-9]+|n/a) +-?[0-9.]+ +[0-9.]+$", out, re.M), out
     assert re.search(r"per-image ratio ours/reference port: ([0-9.]+x|n/a)", out), out
     assert "wall-time ratio at 30 images:" in out
+
+
+def test_accuracy_bench_builds_real_photo_sets_trains_both_sides_and_prints_the_table(tmp_path):
+    """bench/accuracy_bench.py end to end on tiny settings: the Debian packages fetched and unpacked, a
+    classification and a detection set assembled from their photos, the product (its defaults) and the plain
+    Keras / KerasHub baselines trained on each and scored on the test split."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "accuracy_bench.py"), "--sets=stamps,stamps-det",
+         "--variants=defaults", "--seeds=3", "--classification_steps=3", "--detection_steps=2",
+         "--images_scale=0.02", "--detection_image_size=128", f"--cache_dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^\| (\S+) \| (\d+) \| ([^|]+) \| (top-1|AP) ([\d.]+) \| ([\d.]+) \| (\d+) \| ([^|]+) \| ([^|]+) \|$",
+                      result.stdout, re.MULTILINE)
+    assert [(r[0], r[1], r[2].strip(), r[3]) for r in rows] == [
+        ("stamps", "3", "plain Keras (Adam 1e-3, fit)", "top-1"), ("stamps", "3", "product, defaults", "top-1"),
+        ("stamps-det", "2", "plain KerasHub RetinaNet (Adam 1e-3)", "AP"), ("stamps-det", "2", "product, defaults", "AP")]
+    assert all(0.0 <= float(r[4]) <= 1.0 for r in rows)
+    assert rows[1][8].strip() == "adam, peak learning rate 0.001" and rows[3][8].strip() == "adam, peak learning rate 0.001"
+    assert sorted(os.listdir(os.path.join(tmp_path, "sets", "stamps-64px-x0.02"))) == [
+        "labels.txt", "test-00000-of-00001", "train-00000-of-00002", "train-00001-of-00002", "validation-00000-of-00001"]
+    # The test split shows objects that neither training nor model selection saw: stamps are split by file.
+    import numpy as np
+
+    import accuracy_sets
+
+    animals = accuracy_sets.stamps(os.path.join(tmp_path, "root"), "animals")
+    splits = accuracy_sets.split_by_file(animals, np.random.default_rng(0))
+    assert len(animals) > 100 and sum(map(len, splits.values())) == len(animals)
+    assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
