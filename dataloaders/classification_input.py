@@ -38,7 +38,7 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
                   counters: RecordCounters, seed: int = 0, skip_records: int = 0, num_records: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
                   image_files: tuple[list[str], list[int]] | None = None,
-                  max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
+                  max_pixels: int = image_ops.DEFAULT_MAX_IMAGE_PIXELS, crop_min_area: float = 0.08) -> tf.data.Dataset:
     """Batches of (float32 images [b, s, s, 3] in 0..255, int32 0-based labels [b]).
 
     training: endless, shuffled, randomly cropped and flipped (all from `seed`), full batches only, starting after
@@ -68,7 +68,8 @@ def build_dataset(files: list[str], *, training: bool, image_size: int, batch_si
         # Class-folder input: `features` is the 1-based label from the folder name, checked when listed.
         label = features if image_files is not None else features[feature_keys.CLASS_LABEL][0]
         if training:
-            return image_ops.augment_for_train(image, image_size, element_seed), tf.cast(label - 1, tf.int32)
+            return (image_ops.augment_for_train(image, image_size, element_seed, crop_min_area),
+                    tf.cast(label - 1, tf.int32))
         return image_ops.center_crop_and_resize(image, image_size), tf.cast(label - 1, tf.int32)
 
     dataset = record_pipeline.decode_counted(

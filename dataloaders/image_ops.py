@@ -102,11 +102,12 @@ def preprocess_for_eval(encoded: tf.Tensor, image_size: int, max_pixels: int = D
     return center_crop_and_resize(decode_rgb(encoded, max_pixels), image_size)
 
 
-def augment_for_train(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
-    """Decoded uint8 image -> randomly cropped and flipped float32 [image_size, image_size, 3] in 0..255, the
-    crop and the flip drawn from the stateless `seed` [2]."""
+def augment_for_train(image: tf.Tensor, image_size: int, seed: tf.Tensor, crop_min_area: float = 0.08) -> tf.Tensor:
+    """Decoded uint8 image -> randomly cropped (crop_min_area..100% of its area) and flipped float32
+    [image_size, image_size, 3] in 0..255, the crop and the flip drawn from the stateless `seed` [2]."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    return tf.image.stateless_random_flip_left_right(random_crop_and_resize(image, image_size, crop_seed), flip_seed)
+    crop = random_crop_and_resize(image, image_size, crop_seed, area_range=(crop_min_area, 1.0))
+    return tf.image.stateless_random_flip_left_right(crop, flip_seed)
 
 
 # --- detection: the whole image, aspect ratio kept, fitted into the model input and padded -----------------

@@ -51,6 +51,16 @@ def test_training_crops_cover_at_least_8_percent_and_keep_the_size():
         assert crop.shape == (32, 32, 3) and 0 <= float(tf.reduce_min(crop)) and float(tf.reduce_max(crop)) <= 255
 
 
+def test_crop_min_area_one_trains_on_the_whole_image_flipped_or_not():
+    photo = tf.constant(_photo()[:, :80])  # 60 x 80: a 4/3 aspect, inside the crops' range
+    whole = image_ops.random_crop_and_resize(photo, 32, tf.constant([0, 0], tf.int64), area_range=(1.0, 1.0)).numpy()
+    for index in range(6):
+        view = image_ops.augment_for_train(photo, 32, tf.constant([3, index], tf.int64), crop_min_area=1.0).numpy()
+        assert np.array_equal(view, whole) or np.array_equal(view, whole[:, ::-1])
+    smaller = image_ops.augment_for_train(photo, 32, tf.constant([3, 0], tf.int64), crop_min_area=0.08).numpy()
+    assert not (np.array_equal(smaller, whole) or np.array_equal(smaller, whole[:, ::-1]))
+
+
 def test_training_views_are_a_function_of_the_seed_alone():
     """The same seed gives the same crop and flip (in any thread, in any run); other seeds give other views."""
     photo = tf.constant(_photo())

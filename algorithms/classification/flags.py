@@ -14,7 +14,7 @@ DEFAULT_MODEL_TYPE = "efficientnet-b0"
 FLAG_RANGES = {
     "label_smoothing": FRACTION_BELOW_ONE, "dropout_rate": FRACTION_BELOW_ONE, "regularizers_l2": NON_NEGATIVE,
     "fine_tune_after_steps": Range(0, note="0 = never"), "validation_split_ratio": Range(0.0, 1.0, low_open=True, high_open=True),
-    "fine_tune_learning_rate": POSITIVE,
+    "fine_tune_learning_rate": POSITIVE, "crop_min_area": Range(0.0, 1.0, low_open=True),
 }
 
 
@@ -27,6 +27,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("train_only_top_layer", False, "Freeze the backbone (BatchNorm in inference mode) and train only the head.", flag_values=fv)
     flags.DEFINE_integer("fine_tune_after_steps", 0, "With --train_only_top_layer: after this many steps, unfreeze the whole network (0 = never).", flag_values=fv)
     flags.DEFINE_float("validation_split_ratio", 0.2, "Class-folder input without --validation_data_path: share of the images held out (seeded by path).", flag_values=fv)
+    flags.DEFINE_float("crop_min_area", 0.08, "Training crops cover this share of the image's area at least (Inception-style random crops of 3/4-4/3 aspect, then resized); 1 = the whole image, flipped only.", flag_values=fv)
     flags.DEFINE_float("fine_tune_learning_rate", None, "Constant learning rate once the whole network trains; default initial_learning_rate/10.", flag_values=fv)
 
 
@@ -54,5 +55,5 @@ def read_params(fv: flags.FlagValues) -> ClassificationParams:
                                 dropout_rate=fv.dropout_rate, regularizers_l2=fv.regularizers_l2,
                                 train_only_top_layer=fv.train_only_top_layer,
                                 fine_tune_after_steps=fv.fine_tune_after_steps,
-                                fine_tune_learning_rate=fv.fine_tune_learning_rate,
+                                fine_tune_learning_rate=fv.fine_tune_learning_rate, crop_min_area=fv.crop_min_area,
                                 validation_split_ratio=fv.validation_split_ratio)

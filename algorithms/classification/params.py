@@ -15,3 +15,4 @@ class ClassificationParams:
     fine_tune_after_steps: int = 0
     fine_tune_learning_rate: float | None = None
     validation_split_ratio: float = 0.2
+    crop_min_area: float = 0.08  # the training crop's smallest share of the image's area

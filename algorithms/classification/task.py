@@ -200,7 +200,8 @@ class ClassificationTask(Task):
             self.train_files, image_files=self.train_images, training=True, image_size=self.params.image_size,
             batch_size=input_context.get_per_replica_batch_size(self.config.train_batch_size),
             num_classes=self.config.num_classes, counters=self.train_counters, seed=start.seed,
-            skip_records=start.skip_records, input_context=input_context, max_pixels=self.config.max_image_pixels)
+            skip_records=start.skip_records, input_context=input_context, max_pixels=self.config.max_image_pixels,
+            crop_min_area=self.params.crop_min_area)
 
     def eval_dataset(self, input_context):
         return classification_input.build_dataset(
