@@ -107,20 +107,20 @@ def choose_optimizer(optimizer_type: str | None, arguments: str, learning_rate: 
     optimizer), else picks by run length (SHORT_RUN_MAX_STEPS)."""
     requested = (optimizer_type or AUTO).strip().lower()
     if requested != AUTO:
-        config = parse_optimizer_config(requested, arguments)
-        rate = learning_rate if learning_rate is not None else default_learning_rate(requested, batch, defaults, title)
         given = "--initial_learning_rate" if learning_rate is not None else "its default for " + title
-        return OptimizerChoice(config, rate, f"--optimizer_type={requested}, learning rate from {given}")
-    if learning_rate is not None or (arguments or "").strip():
+        chosen, reason = requested, f"--optimizer_type={requested}, learning rate from {given}"
+    elif learning_rate is not None or (arguments or "").strip():
         given = "--initial_learning_rate" if learning_rate is not None else "--optimizer_arguments"
-        chosen, reason = "momentum", (f"{given} set without --optimizer_type: the built-ins' optimizer, momentum, "
-                                      "as in their command lines")
+        chosen, reason = "momentum", (f"--optimizer_type=auto chose momentum: {given} set without --optimizer_type: "
+                                      "the built-ins' optimizer, momentum, as in their command lines")
     elif max_steps <= SHORT_RUN_MAX_STEPS:
-        chosen, reason = "adam", (f"a short run ({max_steps} <= {SHORT_RUN_MAX_STEPS} steps): Adam at a fixed "
-                                  "rate learns faster than momentum at a rate scaled for large batches")
+        chosen, reason = "adam", (f"--optimizer_type=auto chose adam: a short run ({max_steps} <= "
+                                  f"{SHORT_RUN_MAX_STEPS} steps): Adam at a fixed rate learns faster than momentum at "
+                                  "a rate scaled for large batches")
     else:
-        chosen, reason = "momentum", (f"a long run ({max_steps} > {SHORT_RUN_MAX_STEPS} steps): momentum at the "
-                                      f"rate scaled by the batch ({batch}) generalises better over a long schedule")
+        chosen, reason = "momentum", (f"--optimizer_type=auto chose momentum: a long run ({max_steps} > "
+                                      f"{SHORT_RUN_MAX_STEPS} steps): momentum at the rate scaled by the batch "
+                                      f"({batch}) generalises better over a long schedule")
     config = parse_optimizer_config(chosen, arguments)
     rate = learning_rate if learning_rate is not None else default_learning_rate(chosen, batch, defaults, title)
-    return OptimizerChoice(config, rate, f"--optimizer_type=auto chose {chosen}: {reason}")
+    return OptimizerChoice(config, rate, reason)
