@@ -26,28 +26,34 @@ def _unsigned(header: tf.Tensor, start: int, length: int, little_endian: bool) -
 
 
 # The smallest header tf.image.extract_jpeg_shape reads (SOI, a 1x1 SOF0, SOS, EOI). It stands in for bytes
-# that are not a JPEG, so header_pixels needs no branch: the input pipelines run it inside a guarded decode,
+# that are not a JPEG, so header_size needs no branch: the input pipelines run it inside a guarded decode,
 # where every branch (a function) costs time on every record.
 _STAND_IN_JPEG_HEADER = bytes.fromhex("ffd8ffc0000b080001000101011100ffda000801010000003f00ffd9")
 
 
-def header_pixels(encoded: tf.Tensor) -> tf.Tensor:
-    """width x height read from the header of JPEG, PNG, GIF or BMP bytes, without decoding (int64; 0 when
-    the header is not one of these, so decoding decides). Fails like decoding on a corrupt JPEG header."""
+def header_size(encoded: tf.Tensor) -> tf.Tensor:
+    """(height, width) read from the header of JPEG, PNG, GIF or BMP bytes, without decoding (int64 [2]; zeros
+    when the header is not one of these, so decoding decides). Fails like decoding on a corrupt JPEG header."""
     # The first 32 bytes, zero-padded for short files; only those are copied, never the whole image.
     header = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), tf.constant(b"\0" * 32)]), 0, 32)
     magic = tf.strings.substr(header, 0, 4)
     is_jpeg = tf.io.is_jpeg(encoded)
-    jpeg_shape = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, encoded, _STAND_IN_JPEG_HEADER)), tf.int64)
-    png = _unsigned(header, 16, 4, False) * _unsigned(header, 20, 4, False)
-    gif = _unsigned(header, 6, 2, True) * _unsigned(header, 8, 2, True)
+    jpeg = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, encoded, _STAND_IN_JPEG_HEADER)), tf.int64)[:2]
+    png = tf.stack([_unsigned(header, 20, 4, False), _unsigned(header, 16, 4, False)])
+    gif = tf.stack([_unsigned(header, 8, 2, True), _unsigned(header, 6, 2, True)])
     # BMP heights are negative for top-down rows: the magnitude of the signed 32-bit value.
-    bmp = _unsigned(header, 18, 4, True) * tf.abs((_unsigned(header, 22, 4, True) + 2 ** 31) % 2 ** 32 - 2 ** 31)
-    zero = tf.constant(0, tf.int64)
-    return tf.where(is_jpeg, jpeg_shape[0] * jpeg_shape[1],
+    bmp = tf.stack([tf.abs((_unsigned(header, 22, 4, True) + 2 ** 31) % 2 ** 32 - 2 ** 31), _unsigned(header, 18, 4, True)])
+    zero = tf.zeros([2], tf.int64)
+    return tf.where(is_jpeg, jpeg,
                     tf.where(tf.equal(magic, b"\x89PNG"), png,
                              tf.where(tf.equal(magic, b"GIF8"), gif,
                                       tf.where(tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp, zero))))
+
+
+def header_pixels(encoded: tf.Tensor) -> tf.Tensor:
+    """width x height from the header (header_size), int64; 0 when the header is not one this reads."""
+    size = header_size(encoded)
+    return size[0] * size[1]
 
 
 def decode_rgb(encoded: tf.Tensor, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> tf.Tensor:

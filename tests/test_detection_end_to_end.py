@@ -19,7 +19,7 @@ from tests.conftest import run_entrypoint
 DETECTION_FLAGS = ["--resnet_depth=18", "--image_size=128,128", "--train_batch_size=8", "--optimizer_type=adam",
                    "--initial_learning_rate=0.001", "--warmup_steps=20", "--learning_rate_decay_type=cosine",
                    "--aug_scale_min=0.8", "--aug_scale_max=1.2", "--seed=1"]
-TRAIN_STEPS = 200
+TRAIN_STEPS = 120
 
 
 def _train(digit_detection, job_dir, metrics_file, *extra):
@@ -63,11 +63,15 @@ def test_detector_learns_far_above_an_untrained_one(trained_detector, digit_dete
     best = max(float(r["AP"]) for r in reports)
     untrained = _untrained_ap(digit_detection, tmp_path)
     assert untrained < 0.01, untrained
-    # Seeded (--seed=1), every run on a machine gives the same AP: 0.1326 after 200 steps (2-core AMD EPYC; 0.097
-    # after 150). The bound is 0.7x that: another CPU's last bits send training elsewhere, as another seed would,
-    # and detection varies more than classification (unseeded 300-step runs spanned 0.15-0.18).
+    # The default anchors (4 x stride) give 93.5% of these digits an anchor at IoU >= 0.5; the unset --anchor_size
+    # became 3 (100%).
+    assert "chose --anchor_size=3, which fits 100.0%" in trained_detector["log"]
+    # Seeded (--seed=1), every run on a machine gives the same AP: 0.1351 after 120 steps (2-core AMD EPYC; 0.0950
+    # with the anchors at 4, 0.1260 with 4 after 200 steps, which cost CI 2 more minutes). The bound is 0.7x that:
+    # another CPU's last bits send training elsewhere, as another seed would, and detection varies more than
+    # classification (unseeded 300-step runs spanned 0.15-0.18).
     print(f"SEEDED OUTCOME detection AP {best}")
-    assert best > 0.09, f"AP {best} after {TRAIN_STEPS} steps"
+    assert best > 0.094, f"AP {best} after {TRAIN_STEPS} steps"
     assert f"best AP={best:.4f}" in trained_detector["stdout"]
     for name in ("AP50", "AP75", "APs", "APm", "APl", "ARmax100"):
         assert f" {name}=" in trained_detector["log"], f"{name} must be logged at each evaluation"
@@ -140,14 +144,14 @@ def test_detections_on_jpeg_and_png_of_other_sizes_map_back_to_the_original_imag
         # Truth in the canvas' normalized coordinates: y * 256/height, x * 256/width.
         height, width = canvases[i]
         expected = truth * np.array([256 / height, 256 / width, 256 / height, 256 / width])
-        for box in expected:  # where, not which: 200 CPU steps place the digits well but still confuse them
+        for box in expected:  # where, not which: 120 CPU steps place the digits well but still confuse them
             ious = [_iou(box, boxes[i][j]) for j in range(min(count, 10))]
             matched += bool(ious) and max(ious) >= 0.5
-    # Seeded, 200 CPU steps find 14 of these 19 objects at their true place on every run (2-core AMD EPYC); the
-    # bound is 0.8x that (11). A wrong mapping finds ~none.
+    # Seeded, 120 CPU steps find 12 of these 19 objects at their true place on every run (2-core AMD EPYC; 13 with
+    # the anchors at 4, 14 with 4 after 200 steps); the bound is 10, 0.83x that. A wrong mapping finds ~none.
     objects = len(sum((s[2] for s in scenes), []))
     print(f"SEEDED OUTCOME detection matched {matched} of {objects}")
-    assert matched >= 0.57 * objects, f"{matched} of {objects} objects found at their true place"
+    assert matched >= 0.52 * objects, f"{matched} of {objects} objects found at their true place"
 
 
 def _iou(a, b):

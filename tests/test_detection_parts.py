@@ -3,6 +3,7 @@ command line, routing, and every kind of bad detection record."""
 
 import contextlib
 import io
+import json
 import os
 
 import numpy as np
@@ -62,6 +63,56 @@ def test_box_coding_round_trip_and_target_assignment():
     assert set(np.unique(classes)) <= {0, 2, 3}
     empty_classes, _ = anchor_ops.assign_targets(anchors, tf.zeros([0, 4]), tf.zeros([0], tf.int32))
     assert (empty_classes.numpy() == anchor_ops.BACKGROUND).all(), "an image without boxes is all background"
+
+
+def test_anchor_fit_reads_boxes_in_input_pixels_and_an_unset_anchor_size_fits_them(tmp_path, caplog):
+    """The training boxes in the pixels of the 128x128 input: a 256x128 PNG is halved (its box becomes 8x8 px at
+    (32, 32)), a 64x64 JPEG doubled (32x32 px at (12, 12), exactly a level-3 anchor); a garbled record is skipped.
+    The default anchors (32 px and up) fit the large box only, --anchor_size=1 (8 px) both: an unset
+    --anchor_size becomes 1 and stays 1 for the job's reruns; a given one is kept, with a warning naming 1."""
+    from algorithms.detection import anchor_fit
+
+    tall = detection_example(encode(np.full((256, 128, 3), 90, np.uint8), "PNG"), [[0.25, 0.5, 0.3125, 0.625]], [1],
+                             height=256, width=128, image_format="PNG").SerializeToString()
+    small = detection_example(encode(np.full((64, 64, 3), 90, np.uint8), "JPEG"), [[0.09375, 0.09375, 0.34375, 0.34375]],
+                              [1], height=64, width=64, image_format="JPEG").SerializeToString()
+    path = _write(tmp_path / "train.tfrecord", [tall, b"not an example", small])
+    boxes = anchor_fit.sample_training_boxes([path], (128, 128))
+    np.testing.assert_allclose(boxes, [[32, 32, 40, 40], [12, 12, 44, 44]])
+
+    def task_of(*extra):
+        config = registry.parse_job_config([f"--training_data_path={path}", "--num_classes=1", "--max_steps=1",
+                                            "--image_size=128,128", "--resnet_depth=18", f"--job-dir={tmp_path / 'job'}",
+                                            *extra])
+        task = registry.TASK_SPECS["detection"].make_task(config)
+        task.train_files = [path]
+        return task
+
+    default = task_of()
+    assert anchor_fit.anchor_fit(boxes, default.params) == 0.5
+    assert anchor_fit.best_anchor_size(boxes, default.params) == (1.0, 1.0)
+    with caplog.at_level("INFO"):
+        default.check_anchor_fit()
+    found = "only 50.0% of 2 boxes of the first training records have an anchor at IoU >= 0.5 (median box 20x20 px " \
+            "in the 128x128 input; smallest anchor 32 px)"
+    assert f"anchors: with the default --anchor_size=4 {found}; chose --anchor_size=1, which fits 100.0%" in caplog.text
+    smallest = default.anchors[0]  # level 3, cell (0, 0): 8 px around (4, 4)
+    assert default.params.anchor_size == 1.0 and np.allclose(smallest, [0, 0, 8, 8])
+    assert json.load(open(tmp_path / "job" / "checkpoints" / "anchors.json"))["anchor_size"] == 1.0
+
+    _write(tmp_path / "train.tfrecord", [small])  # the data changed; the rerun keeps the job's anchors
+    rerun = task_of()
+    with caplog.at_level("INFO"):
+        rerun.check_anchor_fit()
+    assert rerun.params.anchor_size == 1.0 and "as this job's first run chose it from the training boxes" in caplog.text
+
+    _write(tmp_path / "train.tfrecord", [tall, small])
+    given = task_of("--anchor_size=4")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        given.check_anchor_fit()
+    assert given.params.anchor_size == 4.0
+    assert f"anchors: with --anchor_size=4 {found}; --anchor_size=1 fits 100.0%" in caplog.text
 
 
 def test_nasfpn_cell_plan_is_the_papers_graph():

@@ -7,7 +7,7 @@ Where the built-in's docs are silent the defaults are those of the upstream Reti
 from absl import flags
 
 from algorithms.backbones import detection_depths
-from algorithms.detection.params import FPN_TYPES, DetectionParams
+from algorithms.detection.params import ANCHOR_FIT_GOAL, DEFAULT_ANCHOR_SIZE, FPN_TYPES, DetectionParams
 from algorithms.runtime.config import TrainingDefaults
 from algorithms.runtime.flags import (
     AT_LEAST_ONE,
@@ -56,7 +56,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("fpn_min_level", 3, "Finest pyramid level (stride 2^level) of the anchors and heads.", flag_values=fv)
     flags.DEFINE_integer("fpn_max_level", 7, "Coarsest pyramid level; images are padded to a multiple of 2^level.", flag_values=fv)
     flags.DEFINE_integer("nasfpn_num_repeats", 5, "NAS-FPN: how many times the searched cell is stacked.", flag_values=fv)
-    flags.DEFINE_float("anchor_size", 4.0, "Anchor side relative to its level's stride.", flag_values=fv)
+    flags.DEFINE_float("anchor_size", None, f"Anchor side relative to its level's stride; default {DEFAULT_ANCHOR_SIZE:g}, or, when that gives fewer than {ANCHOR_FIT_GOAL:.0%} of the training boxes an anchor at IoU >= 0.5, the size that fits the most of them (chosen from the first training records, logged, and kept for the job's reruns).", flag_values=fv)
     flags.DEFINE_integer("anchor_num_scales", 3, "Anchor scales per level (octave steps 2^(i/n)).", flag_values=fv)
     flags.DEFINE_string("bbox_aspect_ratios", "1.0,2.0,0.5", "Comma list of anchor width/height ratios.", flag_values=fv)
     flags.DEFINE_integer("max_num_bboxes_in_training", 100, "Ground-truth boxes per training image are cut to this many.", flag_values=fv)
@@ -91,7 +91,9 @@ def read_params(fv: flags.FlagValues) -> DetectionParams:
     params = DetectionParams(
         image_size=parse_image_size(fv.image_size), resnet_depth=fv.resnet_depth,
         fpn_type=(fv.fpn_type or "").strip().lower(), min_level=fv.fpn_min_level,
-        max_level=fv.fpn_max_level, nasfpn_num_repeats=fv.nasfpn_num_repeats, anchor_size=fv.anchor_size,
+        max_level=fv.fpn_max_level, nasfpn_num_repeats=fv.nasfpn_num_repeats,
+        anchor_size=DEFAULT_ANCHOR_SIZE if fv.anchor_size is None else fv.anchor_size,
+        anchor_size_from_data=fv.anchor_size is None,
         anchor_num_scales=fv.anchor_num_scales,
         aspect_ratios=parse_number_list(fv.bbox_aspect_ratios, "bbox_aspect_ratios", float),
         max_boxes_in_training=fv.max_num_bboxes_in_training, max_detections=fv.max_num_bboxes_in_prediction,

@@ -8,6 +8,10 @@ from core.errors import UserInputError
 FPN_TYPES = ("fpn", "nasfpn")
 # The NAS-FPN cell (Ghiasi et al. 2019) was searched for exactly these pyramid levels.
 NASFPN_LEVELS = (3, 7)
+DEFAULT_ANCHOR_SIZE = 4.0  # upstream RetinaNet's
+# The share of training boxes that should have an anchor at IoU >= 0.5 (YOLO's auto-anchor asks the same); under
+# it, an unset --anchor_size is fitted to the boxes (algorithms/detection/anchor_fit.py).
+ANCHOR_FIT_GOAL = 0.98
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +36,8 @@ class DetectionParams:
     scale_min: float
     scale_max: float
     auto_augmentation: bool
+    # --anchor_size left unset: the task may replace anchor_size by one that fits the training boxes (anchor_fit).
+    anchor_size_from_data: bool = False
 
     @property
     def padded_size(self) -> tuple:

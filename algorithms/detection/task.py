@@ -1,5 +1,6 @@
 """The detection task: what the shared runtime needs to train, evaluate (COCO AP) and export a RetinaNet."""
 
+import dataclasses
 import types
 
 import keras
@@ -7,21 +8,26 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from algorithms.detection import anchor_fit
 from algorithms.detection import anchors as anchor_ops
 from algorithms.detection import report_figures
 from algorithms.detection.coco_metrics import CocoEvaluator
 from algorithms.detection.model import RetinaNet, model_anchors, postprocess
-from algorithms.detection.params import DetectionParams
+from algorithms.detection.params import ANCHOR_FIT_GOAL, DetectionParams
 from algorithms.detection.serving import DetectionServing
 from algorithms.detection.spec import SPEC
+from algorithms.runtime import job_records
 from algorithms.runtime.checkpoints import restore_backbone, restore_matching
 from algorithms.runtime.config import JobConfig
+from algorithms.runtime.job_layout import JobLayout
 from algorithms.runtime.task import Task
 from core import feature_keys
 from core.errors import UserInputError
+from core.paths import join
 from dataloaders import detection_input, tfrecord_files
 
 HUBER_DELTA = 0.1  # upstream RetinaNet's box loss
+ANCHOR_RECORD = "anchors.json"  # in the checkpoint dir: the anchor size an unset --anchor_size became
 
 
 def focal_loss(logits: tf.Tensor, targets: tf.Tensor, alpha: float, gamma: float) -> tf.Tensor:
@@ -51,6 +57,45 @@ class DetectionTask(Task):
         self.check_data()
         logging.info("data: %d training file(s), %d validation file(s); %d anchors per image", len(self.train_files),
                      len(self.eval_files), len(self.anchors))
+        self.check_anchor_fit()
+
+    def check_anchor_fit(self) -> None:
+        """Logs how many training boxes the anchors fit (anchor_fit). Under the goal, an unset --anchor_size becomes
+        the size that fits more of them, recorded so the job's reruns keep it; a given one gets a warning."""
+        p = self.params
+        if p.anchor_size_from_data:
+            directory = JobLayout.create(self.config.job_dir, self.config.placement).checkpoint_dir
+            recorded = (job_records.read_record(directory, ANCHOR_RECORD, "anchor size") or {}).get("anchor_size")
+            if isinstance(recorded, (int, float)) and recorded > 0:
+                self._use_anchor_size(float(recorded))
+                logging.info("anchors: --anchor_size=%g, as this job's first run chose it from the training boxes "
+                             "(%s)", recorded, join(directory, ANCHOR_RECORD))
+                return
+        fit = anchor_fit.check(self.train_files, p)
+        found = (f"{100 * fit.fit:.1f}% of {fit.boxes} boxes of the first training records have an anchor at IoU >= "
+                 f"{anchor_ops.MATCH_THRESHOLD:.1f}")
+        if fit.better_size is None:
+            logging.info("anchors: %s (--anchor_size=%g)%s", found, p.anchor_size, "" if fit.fit >= ANCHOR_FIT_GOAL
+                         else f"; no other --anchor_size fits {100 * anchor_fit.FIT_MARGIN:.0f} points more of them")
+        else:
+            shape = (f"median box {fit.median_side[0]:.0f}x{fit.median_side[1]:.0f} px in the {p.image_size[0]}x"
+                     f"{p.image_size[1]} input; smallest anchor {p.anchor_size * 2 ** p.min_level:.0f} px")
+            if p.anchor_size_from_data:
+                self._use_anchor_size(fit.better_size)
+                logging.info("anchors: with the default --anchor_size=%g only %s (%s); chose --anchor_size=%g, which "
+                             "fits %.1f%% (give --anchor_size to fix it)", p.anchor_size, found, shape,
+                             fit.better_size, 100 * fit.better_fit)
+            else:
+                logging.warning("anchors: with --anchor_size=%g only %s (%s); --anchor_size=%g fits %.1f%%",
+                                p.anchor_size, found, shape, fit.better_size, 100 * fit.better_fit)
+        if p.anchor_size_from_data and self.config.placement.is_chief:
+            chosen_fit = fit.fit if fit.better_size is None else fit.better_fit
+            job_records.write_record(directory, ANCHOR_RECORD, {"anchor_size": self.params.anchor_size,
+                                                               "fit": chosen_fit}, "anchor size")
+
+    def _use_anchor_size(self, size: float) -> None:
+        self.params = dataclasses.replace(self.params, anchor_size=size)
+        self.anchors = model_anchors(self.params)
 
     def check_first_record(self, path: str, example: tf.train.Example, flag: str) -> None:
         keys = tfrecord_files.example_feature_keys(example)

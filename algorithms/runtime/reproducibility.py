@@ -14,14 +14,13 @@ TensorFlow's op determinism (--deterministic_ops) makes the ops themselves repea
 """
 
 import dataclasses
-import json
 import os
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from algorithms.runtime import cpu_kernels
+from algorithms.runtime import cpu_kernels, job_records
 from core.paths import join
 from core.seeds import MAX_SEED, draw_seed, wants_deterministic_ops
 
@@ -45,27 +44,13 @@ class StreamStart:
 
 
 def _read_recorded(directory: str) -> int | None:
-    path = join(directory, SEED_FILE)
-    try:
-        if not tf.io.gfile.exists(path):
-            return None
-        with tf.io.gfile.GFile(path) as handle:
-            seed = json.load(handle).get("seed")
-    except (tf.errors.OpError, ValueError, AttributeError) as error:
-        logging.warning("could not read the recorded seed %s (%s): a new one is drawn", path, error)
-        return None
+    seed = (job_records.read_record(directory, SEED_FILE, "seed") or {}).get("seed")
     return seed if isinstance(seed, int) and 0 <= seed <= MAX_SEED else None
 
 
 def _record(directory: str, run_seed: RunSeed) -> None:
-    path = join(directory, SEED_FILE)
-    try:
-        tf.io.gfile.makedirs(directory)
-        with tf.io.gfile.GFile(path + ".tmp", "w") as handle:
-            json.dump({"seed": run_seed.seed, "deterministic_ops": run_seed.deterministic_ops}, handle)
-        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-    except tf.errors.OpError as error:  # the checkpoint's own write reports a storage problem in one line
-        logging.warning("could not record the seed in %s: %s", path, error)
+    job_records.write_record(directory, SEED_FILE, {"seed": run_seed.seed,
+                                                    "deterministic_ops": run_seed.deterministic_ops}, "seed")
 
 
 def resolve_seed(flag_seed: int | None, deterministic_ops: str, checkpoint_dir: str, chief: bool) -> RunSeed:
