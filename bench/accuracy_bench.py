@@ -9,7 +9,12 @@ top-1 over the test records, or COCO AP by pycocotools (algorithms/detection/coc
 detections an image) for both. Model selection (the product's best evaluation) only sees the validation split.
 
     python bench/accuracy_bench.py [--sets=stamps,fashion,stamps-det,small-det --seeds=1,2
-                                    --classification_steps=300 --detection_steps=150 --cache_dir=...]
+                                    --classification_steps=300 --detection_steps=150 --cache_dir=...
+                                    --peer_python=VENV/bin/python]
+
+The detection peer, Ultralytics YOLO11n from scratch (bench/yolo_peer.py), runs in a venv of its own, made once:
+`python3.11 -m venv VENV && VENV/bin/pip install torch torchvision ultralytics` (the PyPI wheels, ~6 GB; it trains
+on the CPU) and named by --peer_python or ACCURACY_BENCH_PEER_PYTHON; without it the peer's rows are left out.
 
 Tiny settings (tests/test_bench_smoke.py): --classification_steps=4 --detection_steps=2 --images_scale=0.02.
 """
@@ -40,17 +45,32 @@ SETS = {
     "small-det": ("detection", {"groups": {"object": ("household", "town", "vehicles", "clothes", "sports")}, "counts": {"train": 800, "validation": 100, "test": 300},
                                 "max_objects": 6, "object_size": (0.1, 0.25)}),
 }
-# The product's variants: its defaults, the defaults before issue 24, and each lever alone.
+# The product's variants: its defaults, the defaults before issue 24, and each lever alone. Detection's
+# "previous defaults" also fix the anchors at the size they always had.
 VARIANTS = {
     "defaults": [],
     "previous defaults": ["--optimizer_type=momentum", "--moving_average_decay=0"],
     "auto optimizer only": ["--moving_average_decay=0"],
     "weight average only": ["--optimizer_type=momentum"],
     "crops of 35%+ of the area": ["--crop_min_area=0.35"],
+    "no label smoothing": ["--label_smoothing=0"],
+    "anchors fixed at size 4": ["--anchor_size=4"],
+    "anchors fixed at size 2": ["--anchor_size=2"],
+    "scale jitter 0.8-1.25": ["--aug_scale_min=0.8", "--aug_scale_max=1.25"],
+    "large scale jitter 0.5-2": ["--aug_scale_min=0.5", "--aug_scale_max=2.0"],
+    "AutoAugment v0": ["--auto_augmentation=true"],
 }
-CLASSIFICATION_ONLY_VARIANTS = {"crops of 35%+ of the area"}
+DETECTION_PREVIOUS_DEFAULTS = ["--anchor_size=4"]
+CLASSIFICATION_ONLY_VARIANTS = {"crops of 35%+ of the area", "no label smoothing"}
+DETECTION_ONLY_VARIANTS = {"anchors fixed at size 4", "anchors fixed at size 2", "scale jitter 0.8-1.25",
+                           "large scale jitter 0.5-2", "AutoAugment v0"}
 BASELINE_NAMES = {"classification": "plain Keras (Adam 1e-3, fit)", "detection": "plain KerasHub RetinaNet (Adam 1e-3)"}
 CLASSIFICATION_BATCH, DETECTION_BATCH = 32, 8
+
+
+def variant_flags(variant: str, kind: str) -> list:
+    extra = DETECTION_PREVIOUS_DEFAULTS if kind == "detection" and variant == "previous defaults" else []
+    return [*VARIANTS[variant], *extra]
 
 
 def build_set(name: str, cache_dir: str, images_scale: float, detection_size: int) -> dict:
@@ -272,6 +292,59 @@ def run_baseline(data: dict, steps: int, seed: int) -> dict:
     return {"score": score, "seconds": time.time() - started, "images_per_second": None, "optimizer": ""}
 
 
+# --- the detection peer: Ultralytics YOLO from scratch, in its own environment (bench/yolo_peer.py) ---------
+PEER_NAME = "Ultralytics YOLO11n from scratch"
+
+
+def _write_yolo_split(pattern: str, images: str, labels: str | None) -> int:
+    os.makedirs(images, exist_ok=True)
+    if labels:
+        os.makedirs(labels, exist_ok=True)
+    scenes = detection_test_set(pattern)
+    for index, scene in enumerate(scenes):
+        suffix = ".png" if scene["encoded"].startswith(b"\x89PNG") else ".jpg"
+        with open(os.path.join(images, f"{index:06d}{suffix}"), "wb") as handle:
+            handle.write(scene["encoded"])
+        if labels:  # class, centre x, centre y, width, height, normalized; 0-based classes
+            with open(os.path.join(labels, f"{index:06d}.txt"), "w") as handle:
+                for (ymin, xmin, ymax, xmax), label in zip(scene["boxes"], scene["labels"]):
+                    handle.write(f"{label - 1} {(xmin + xmax) / 2:.6f} {(ymin + ymax) / 2:.6f} "
+                                 f"{xmax - xmin:.6f} {ymax - ymin:.6f}\n")
+    return len(scenes)
+
+
+def run_yolo_peer(data: dict, steps: int, seed: int, scratch: str, python: str) -> dict:
+    """YOLO's layout written from the same records; whole epochs, the nearest to `steps` steps of DETECTION_BATCH
+    (the row says how many ran); its detections scored here like the product's."""
+    started = time.time()
+    root = tempfile.mkdtemp(prefix="yolo-", dir=scratch)
+    count = _write_yolo_split(data["train"], os.path.join(root, "images", "train"), os.path.join(root, "labels", "train"))
+    _write_yolo_split(data["validation"], os.path.join(root, "images", "val"), os.path.join(root, "labels", "val"))
+    _write_yolo_split(data["test"], os.path.join(root, "images", "test"), None)
+    names = data.get("names") or [str(i + 1) for i in range(data["num_classes"])]
+    with open(os.path.join(root, "data.yaml"), "w") as handle:
+        handle.write(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n")
+        handle.writelines(f"  {i}: {json.dumps(name)}\n" for i, name in enumerate(names))
+    steps_per_epoch = -(-count // DETECTION_BATCH)
+    epochs = max(1, round(steps / steps_per_epoch))
+    output = os.path.join(root, "detections.json")
+    result = subprocess.run(
+        [python, os.path.join(REPO, "bench", "yolo_peer.py"), f"--data={root}/data.yaml",
+         f"--test_images={root}/images/test", f"--epochs={epochs}", f"--batch={DETECTION_BATCH}",
+         f"--imgsz={data['size']}", f"--seed={seed}", f"--project={root}/runs", f"--output={output}"],
+        capture_output=True, text=True, cwd=root,
+        env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": os.path.join(root, "config")})
+    if result.returncode:
+        raise RuntimeError(f"YOLO peer failed:\n{result.stderr[-3000:]}")
+    with open(output) as handle:
+        found = json.load(handle)
+    scenes = detection_test_set(data["test"])
+    names_on_disk = sorted(os.listdir(os.path.join(root, "images", "test")))
+    detections = [(found[name]["boxes"], found[name]["scores"], found[name]["classes"]) for name in names_on_disk]
+    return {"score": coco_ap(scenes, detections, data["num_classes"]), "seconds": time.time() - started,
+            "images_per_second": None, "optimizer": "", "steps": epochs * steps_per_epoch}
+
+
 # --- the table --------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,6 +357,9 @@ def main() -> None:
     parser.add_argument("--images_scale", type=float, default=1.0, help="scales every split's image count")
     parser.add_argument("--detection_image_size", type=int, default=256)
     parser.add_argument("--skip_baselines", action="store_true", help="product variants only (a lever measured later)")
+    parser.add_argument("--peer_python", default=os.environ.get("ACCURACY_BENCH_PEER_PYTHON"),
+                        help="detection sets: the Python of a venv with torch, torchvision and ultralytics, to train "
+                             "YOLO11n from scratch as the peer (off when not given)")
     parser.add_argument("--cache_dir", default=os.path.expanduser("~/.cache/accuracy_bench"))
     parser.add_argument("--baseline", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
@@ -307,10 +383,13 @@ def main() -> None:
             for seed in seeds:
                 trainers = [] if args.skip_baselines else [
                     (BASELINE_NAMES[data["kind"]], lambda: run_baseline(data, steps, seed))]
+                if args.peer_python and data["kind"] == "detection" and not args.skip_baselines:
+                    trainers.append((PEER_NAME, lambda: run_yolo_peer(data, steps, seed, scratch, args.peer_python)))
                 trainers += [(f"product, {variant}", lambda variant=variant: run_product(
-                    data, steps, seed, VARIANTS[variant], scratch)) for variant in variants
+                    data, steps, seed, variant_flags(variant, data["kind"]), scratch)) for variant in variants
                     if (variant in ("defaults", "previous defaults") or seed in ablation_seeds)
-                    and (data["kind"] == "classification" or variant not in CLASSIFICATION_ONLY_VARIANTS)]
+                    and variant not in (DETECTION_ONLY_VARIANTS if data["kind"] == "classification"
+                                        else CLASSIFICATION_ONLY_VARIANTS)]
                 for trainer, run in trainers:
                     result = run()
                     runs.setdefault(trainer, []).append(result)
@@ -320,7 +399,7 @@ def main() -> None:
                 rows.append((name, data["kind"], steps, trainer, results))
     metric = {"classification": "top-1", "detection": "AP"}
     print(f"\nheld-out test split, batch {CLASSIFICATION_BATCH} (classification) / {DETECTION_BATCH} (detection), "
-          "ResNet-18 everywhere, one run on this machine")
+          "ResNet-18 for the product and the Keras / KerasHub scripts, one run on this machine")
     print("| set | steps | trainer | held-out | per seed | wall s (mean) | images/s (train) | optimizer chosen |")
     print("|---|---|---|---|---|---|---|---|")
     for name, kind, steps, trainer, results in rows:
@@ -328,7 +407,7 @@ def main() -> None:
         rates = [r["images_per_second"] for r in results if r["images_per_second"]]
         rate = f"{statistics.mean(rates):.1f}" if rates else "-"
         chosen = results[0]["optimizer"].split(" (")[0] or "-"
-        print(f"| {name} | {steps} | {trainer} | {metric[kind]} {statistics.mean(scores):.4f} | "
+        print(f"| {name} | {results[0].get('steps', steps)} | {trainer} | {metric[kind]} {statistics.mean(scores):.4f} | "
               f"{' / '.join(f'{s:.4f}' for s in scores)} | {statistics.mean(r['seconds'] for r in results):.0f} | "
               f"{rate} | {chosen} |")
     print("\nFashion-MNIST's test split is the authors' own (t10k); compare its top-1 with the figures they publish "

@@ -108,13 +108,16 @@ def _stamp(path: str, side: int, rng) -> np.ndarray:
     return np.asarray(image, np.float32)
 
 
-def _paste(canvas: np.ndarray, stamp: np.ndarray, top: int, left: int) -> tuple:
-    """Alpha-blends stamp into canvas; returns the box of its opaque pixels (pixels: ymin, xmin, ymax, xmax)."""
+def _paste(canvas: np.ndarray, stamp: np.ndarray, top: int, left: int) -> tuple | None:
+    """Alpha-blends stamp into canvas; returns the box of its opaque pixels (pixels: ymin, xmin, ymax, xmax), or
+    None, pasting nothing, for a stamp that has none left once shrunk (a thin outline at a few pixels)."""
     height, width = stamp.shape[:2]
     alpha = stamp[..., 3:] / 255.0
+    ys, xs = np.nonzero(alpha[..., 0] > 0.5)
+    if not len(ys):
+        return None
     region = canvas[top:top + height, left:left + width]
     canvas[top:top + height, left:left + width] = region * (1 - alpha) + stamp[..., :3] * alpha
-    ys, xs = np.nonzero(alpha[..., 0] > 0.5)
     return top + ys.min(), left + xs.min(), top + ys.max() + 1, left + xs.max() + 1
 
 
@@ -140,8 +143,11 @@ def detection_scene(rng, photos, pool: list, size: int, max_objects: int, object
         left = int(rng.integers(size - stamp.shape[1] + 1))
         if taken[top:top + stamp.shape[0], left:left + stamp.shape[1]].any():
             continue
+        box = _paste(canvas, stamp, top, left)
+        if box is None:
+            continue
         taken[top:top + stamp.shape[0], left:left + stamp.shape[1]] = True
-        ymin, xmin, ymax, xmax = _paste(canvas, stamp, top, left)
+        ymin, xmin, ymax, xmax = box
         boxes.append([ymin / size, xmin / size, ymax / size, xmax / size])
         labels.append(label)
     return np.clip(canvas, 0, 255).astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4), labels

@@ -100,3 +100,14 @@ def test_accuracy_bench_builds_real_photo_sets_trains_both_sides_and_prints_the_
     splits = accuracy_sets.split_by_file(animals, np.random.default_rng(0))
     assert len(animals) > 100 and sum(map(len, splits.values())) == len(animals)
     assert not set(splits["test"]) & (set(splits["train"]) | set(splits["validation"]))
+    # The YOLO peer (a torch venv, not installed here) trains on the same records written in its layout: the
+    # image bytes as they are, one "class cx cy w h" line (0-based, normalized) per box.
+    import accuracy_bench
+
+    test_split = os.path.join(tmp_path, "sets", "stamps-det-128px-x0.02", "test-*")
+    written = accuracy_bench._write_yolo_split(test_split, str(tmp_path / "yolo" / "images"), str(tmp_path / "yolo" / "labels"))
+    scene = accuracy_bench.detection_test_set(test_split)[0]
+    assert written == 8 and open(tmp_path / "yolo" / "images" / "000000.jpg", "rb").read() == scene["encoded"]
+    (ymin, xmin, ymax, xmax), label = scene["boxes"][0], scene["labels"][0]
+    first = [float(v) for v in open(tmp_path / "yolo" / "labels" / "000000.txt").readline().split()]
+    np.testing.assert_allclose(first, [label - 1, (xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin], atol=1e-5)
