@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from algorithms.detection import anchors as anchor_ops
+from algorithms.detection.model import model_anchors
 from algorithms.detection.params import ANCHOR_FIT_GOAL, DetectionParams
 from core import feature_keys
 from dataloaders import image_ops
@@ -29,7 +30,8 @@ def sample_training_boxes(files: list[str], image_size: tuple, max_images: int =
                           max_bytes: int = SAMPLED_BYTES) -> np.ndarray:
     """float32 [n, 4] boxes (ymin, xmin, ymax, xmax) of the first readable training records (up to `max_images`
     of them, `max_bytes` in all), in pixels of the model input: the image fitted into image_size with its aspect
-    ratio kept, as training sees it before augmentation. Unreadable records are skipped here; the input pipeline reports them by name."""
+    ratio kept, as training sees it before augmentation. Unreadable records are skipped here; the input pipeline
+    reports them by name."""
     features = {feature_keys.IMAGE: tf.io.FixedLenFeature([], tf.string),
                 **{key: tf.io.VarLenFeature(tf.float32) for key in feature_keys.BOXES}}
     target = tf.constant(image_size, tf.float32)
@@ -56,26 +58,18 @@ def sample_training_boxes(files: list[str], image_size: tuple, max_images: int =
 
 
 def best_anchor_iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """float32 [n]: each box's highest IoU with any anchor (both [.., 4] corners in the same pixels)."""
-    anchor_area = np.prod(anchors[:, 2:] - anchors[:, :2], axis=-1)
-    best = np.zeros(len(boxes), np.float32)
-    for start in range(0, len(boxes), _BOXES_PER_CHUNK):
-        chunk = boxes[start:start + _BOXES_PER_CHUNK, None, :]
-        sides = np.clip(np.minimum(chunk[..., 2:], anchors[None, :, 2:]) -
-                        np.maximum(chunk[..., :2], anchors[None, :, :2]), 0.0, None)
-        intersection = sides[..., 0] * sides[..., 1]
-        box_area = np.prod(chunk[..., 2:] - chunk[..., :2], axis=-1)
-        best[start:start + _BOXES_PER_CHUNK] = np.max(intersection / (box_area + anchor_area - intersection), axis=-1)
-    return best
+    """float32 [n]: each box's highest IoU with any anchor (both [.., 4] corners in the same pixels), by the
+    matcher's own pairwise_iou, a chunk of boxes at a time."""
+    best = [tf.reduce_max(anchor_ops.pairwise_iou(boxes[start:start + _BOXES_PER_CHUNK], anchors), axis=1)
+            for start in range(0, len(boxes), _BOXES_PER_CHUNK)]
+    return tf.concat(best, axis=0).numpy() if best else np.zeros(0, np.float32)
 
 
 def anchor_fit(boxes: np.ndarray, params: DetectionParams) -> float:
     """The share of `boxes` with an anchor of `params` at IoU >= MATCH_THRESHOLD (1.0 for no boxes)."""
     if not len(boxes):
         return 1.0
-    anchors = anchor_ops.generate_anchors(params.padded_size, params.min_level, params.max_level,
-                                          params.anchor_num_scales, params.aspect_ratios, params.anchor_size)
-    return float(np.mean(best_anchor_iou(boxes, anchors) >= anchor_ops.MATCH_THRESHOLD))
+    return float(np.mean(best_anchor_iou(boxes, model_anchors(params)) >= anchor_ops.MATCH_THRESHOLD))
 
 
 def best_anchor_size(boxes: np.ndarray, params: DetectionParams) -> tuple[float, float]:
