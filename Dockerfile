@@ -42,6 +42,10 @@ COPY client/ client/
 COPY tuning/ tuning/
 COPY algorithms/ algorithms/
 COPY platforms/ platforms/
+# What Dataflow workers are given (converter and batch_predict with --runner=DataflowRunner): this code as a
+# package, with the pins its requirements come from.
+COPY setup.py ./
+COPY requirements/runtime.in requirements/
 USER ${RUN_AS}
 
 # Optional ImageNet backbones baked in (as the trainer user's Keras / KerasHub caches) for jobs that run in

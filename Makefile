@@ -73,6 +73,7 @@ bench: venv
 	$(PY) bench/transfer_bench.py
 	$(PY) bench/determinism_bench.py
 	$(PY) bench/accuracy_bench.py
+	$(PY) bench/batch_predict_bench.py
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile

@@ -5,6 +5,8 @@ accurate model as a SavedModel: the command line of Google's AI Platform built-i
     python entrypoint.py --training_data_path=... --validation_data_path=... --job-dir=... \
         --num_classes=5 --max_steps=1000 [--model_type=resnet-18 ...]
     python entrypoint.py predict --model_dir=JOB_DIR/model --input=IMAGE|DIR|GLOB [--output_images=DIR]
+    python entrypoint.py batch_predict --model_dir=JOB_DIR/model --input_paths=PATTERN --output_path=OUT \
+        [--data_format=image_files|file_list|jsonl|tf_record] [--runner=DataflowRunner ...]   (on Apache Beam)
     IMAGE train        (SageMaker: hyperparameters, channels and outputs under /opt/ml; platforms/sagemaker.py)
     python entrypoint.py tune --config=SPEC.yaml --job-dir=DIR [--storage=URL] [--parallel_trials=N] \
         -- <training flags>   (a hyperparameter sweep on Optuna; `tune --help`)
@@ -35,6 +37,10 @@ def main(argv: list[str]) -> int:
         from client import predict
 
         return predict.main(argv[1:])
+    if argv and argv[0] == "batch_predict":
+        from client import batch_predict
+
+        return batch_predict.main(argv[1:])
     if argv and argv[0] == "tune":
         from tuning import tuner
 

@@ -1,5 +1,7 @@
 """Packages this repository for Dataflow workers: `python -m data.jpeg_to_tf_record ... --runner=DataflowRunner`
-passes it as --setup_file so the workers get the data package and what the converter needs there."""
+and `entrypoint.py batch_predict ... --runner=DataflowRunner` pass it as --setup_file, so the workers get this
+code and what the converter needs there (batch_predict adds TensorFlow through a requirements file of its own,
+client/batch_predict.py: the converter's workers never need it)."""
 
 import os
 
@@ -20,7 +22,8 @@ def _pins() -> list[str]:
 setuptools.setup(
     name="open-image-algorithms",
     version="0.1.0",
-    packages=["data", "core"],
+    packages=setuptools.find_packages(include=["core", "data", "client", "dataloaders", "export", "algorithms",
+                                               "algorithms.*"]),
     install_requires=_pins(),
     python_requires=">=3.11",
 )

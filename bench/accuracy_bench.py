@@ -53,6 +53,7 @@ VARIANTS = {
     "auto optimizer only": ["--moving_average_decay=0"],
     "weight average only": ["--optimizer_type=momentum"],
     "crops of 35%+ of the area": ["--crop_min_area=0.35"],
+    "whole image (crop 100%)": ["--crop_min_area=1"],
     "no label smoothing": ["--label_smoothing=0"],
     "anchors fixed at size 4": ["--anchor_size=4"],
     "anchors fixed at size 2": ["--anchor_size=2"],
@@ -61,7 +62,7 @@ VARIANTS = {
     "AutoAugment v0": ["--auto_augmentation=true"],
 }
 DETECTION_PREVIOUS_DEFAULTS = ["--anchor_size=4"]
-CLASSIFICATION_ONLY_VARIANTS = {"crops of 35%+ of the area", "no label smoothing"}
+CLASSIFICATION_ONLY_VARIANTS = {"crops of 35%+ of the area", "whole image (crop 100%)", "no label smoothing"}
 DETECTION_ONLY_VARIANTS = {"anchors fixed at size 4", "anchors fixed at size 2", "scale jitter 0.8-1.25",
                            "large scale jitter 0.5-2", "AutoAugment v0"}
 BASELINE_NAMES = {"classification": "plain Keras (Adam 1e-3, fit)", "detection": "plain KerasHub RetinaNet (Adam 1e-3)"}

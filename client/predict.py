@@ -14,8 +14,8 @@ import sys
 
 from absl import flags
 
+from client.served_model import ServedModel, first_line
 from core.errors import UserInputError
-from dataloaders.labels import LABELS_FILE_NAME, read_labels_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
@@ -42,65 +42,25 @@ def find_images(pattern: str) -> list[str]:
     return images
 
 
-def _class_names(model, model_dir: str) -> list[str] | None:
-    import tensorflow as tf
-
-    if "class_names" in model.signatures:
-        return [n.decode() for n in model.signatures["class_names"]()["class_names"].numpy()]
-    beside = f"{model_dir.rstrip('/')}/{LABELS_FILE_NAME}"
-    return read_labels_file(beside) if tf.io.gfile.exists(beside) else None
-
-
-def _first_line(error: Exception) -> str:
-    return (getattr(error, "message", None) or str(error)).strip().splitlines()[0][:200]
-
-
 def predict(model_dir: str, images: list[str], top_k: int = 5, batch_size: int = 16, min_score: float = 0.3):
     """Yields (path, predictions, error) per image, in order; the predictions are the model's task's
     (TaskSpec.format_prediction): a classifier's top_k classes [{"class": index, "label": index + 1, "name",
     "score"}], a detector's detections scoring at least min_score [{"box": [ymin, xmin, ymax, xmax] normalized,
     "label": 1-based, "name", "score"}]. A file that cannot be read or decoded gets predictions None and the
     reason in `error`; the others are predicted all the same."""
-    import tensorflow as tf
-
-    from algorithms import registry
-
-    try:
-        model = tf.saved_model.load(model_dir)
-    except (OSError, tf.errors.OpError) as error:
-        raise UserInputError(f"--model_dir={model_dir} is not an exported model: {str(error).splitlines()[0]}") from None
-    serve = model.signatures["serving_default"]
-    task = registry.task_of_signature(serve.structured_outputs)
-    names = _class_names(model, model_dir)
+    model = ServedModel(model_dir)
     options = {"top_k": top_k, "min_score": min_score}
-
-    def name(label: int) -> str:
-        return names[label - 1] if names and 0 < label <= len(names) else str(label)
-
-    def serve_batch(paths: list[str], contents: list[bytes]):
-        """{path: outputs row} for the batch; when one image breaks the batch, each image on its own."""
-        try:
-            outputs = serve(**{task.serving_image_input: tf.constant(contents)}, key=tf.constant(paths))
-            return {path: {k: v[i].numpy() for k, v in outputs.items()} for i, path in enumerate(paths)}
-        except tf.errors.InvalidArgumentError:
-            if len(paths) == 1:
-                return {paths[0]: f"{paths[0]} is not a decodable image (JPEG, PNG, GIF or BMP)"}
-            rows = {}
-            for path, content in zip(paths, contents):
-                rows.update(serve_batch([path], [content]))
-            return rows
-
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         read_back = {path: _read(path) for path in chunk}
         readable = [path for path in chunk if read_back[path][0] is not None]
-        rows = serve_batch(readable, [read_back[path][0] for path in readable]) if readable else {}
+        rows = dict(zip(readable, model.call(readable, [read_back[path][0] for path in readable]))) if readable else {}
         for path in chunk:
             row = rows.get(path, read_back[path][1])
             if isinstance(row, str):
-                yield path, None, row
+                yield path, None, row if row.startswith("cannot read") else f"{path} is {row}"
             else:
-                yield path, task.format_prediction(row, name, options), None
+                yield path, model.format(row, options), None
 
 
 def _read(path: str):
@@ -111,7 +71,7 @@ def _read(path: str):
         with tf.io.gfile.GFile(path, "rb") as handle:
             return handle.read(), None
     except (tf.errors.OpError, OSError) as error:
-        return None, f"cannot read {path}: {_first_line(error)}"
+        return None, f"cannot read {path}: {first_line(error)}"
 
 
 def draw(path: str, predictions: list, output_dir: str) -> str:

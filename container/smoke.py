@@ -7,9 +7,9 @@ Inputs are real photos that ship inside matplotlib (in the image, and in the dev
 Hopper's portrait and of a gift-pack photo become a two-class JPEG set (CSV + labels), and the pack pasted
 at known boxes onto portrait crops a one-class detection set. The steps, each checked on what it wrote:
 --help; the Beam converter (DirectRunner) on both CSVs; a tiny classification job (trains, evaluates,
-exports, report, hypertune metric); `predict` on the exported model; a tiny detection job (AP reported,
-model exported); `tune`, a two-trial sweep; with --root_image, SageMaker's `IMAGE train` on an /opt/ml tree
-only root may write.
+exports, report, hypertune metric); `predict` and `batch_predict` (Beam) on the exported model; a tiny
+detection job (AP reported, model exported); `tune`, a two-trial sweep; with --root_image, SageMaker's
+`IMAGE train` on an /opt/ml tree only root may write.
 Data and job dirs are mounted from the host; the image runs as its own (non-root) user.
 Only the standard library, Pillow and matplotlib's sample photos on the host side; exits non-zero on the first failed check.
 """
@@ -175,6 +175,21 @@ def smoke(container: ImageRunner, root_image: str | None) -> None:
     _check(len(lines) == 12 and all(name in CLASSES for name in top),
            "predict printed a line with its top class name for each of the 12 images", predicted)
     print(f"    predict: {top.count('package')}/12 package photos called 'package' after 20 steps")
+
+    # batch_predict on Beam (DirectRunner, the image's own workers): the same photos and a file that is no image.
+    with open(os.path.join(work, "inputs", "validation", "package", "notes.txt"), "w") as handle:
+        handle.write("not a photo\n")
+    batch = _step("batch_predict", container.run([
+        "batch_predict", f"--model_dir={job}/model", f"--input_paths={root}/inputs/validation/package/*",
+        f"--output_path={root}/batch_predictions"]))
+    out = os.path.join(work, "batch_predictions")
+    results = [json.loads(line) for name in sorted(os.listdir(out)) if name.startswith("prediction.results-")
+               for line in open(os.path.join(out, name))]
+    with open(os.path.join(out, "prediction.errors_stats-00000-of-00001")) as handle:
+        counts = json.loads(handle.readline())
+    _check(len(results) == 12 and all(r["predictions"][0]["name"] in CLASSES for r in results)
+           and counts["errors_by_reason"] == {"not_an_image": 1},
+           f"batch_predict wrote 12 results with class names and named the text file ({counts})", batch)
 
     detected = _step("detection job", container.run([
         f"--training_data_path={records}/detection/train-*", f"--validation_data_path={records}/detection/validation-*",

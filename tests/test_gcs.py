@@ -154,6 +154,38 @@ def test_converter_reads_and_writes_gs_through_beams_filesystems(gcs, tmp_path):
     assert labels == [1, 1, 2, 2]
 
 
+def test_batch_predict_reads_a_gs_model_list_and_images_and_writes_its_output_to_gs(gcs, gcs_job, tmp_path):
+    """entrypoint.py batch_predict with everything on gs://: the model (gcs_job's export), a file list naming
+    gs:// images (one missing) and the output folder."""
+    import json
+
+    import tensorflow as tf
+
+    bucket = gcs.client().bucket(BUCKET)
+    local = tmp_path / "validation.tfrecord"
+    bucket.blob("data/validation-00000-of-00001").download_to_filename(str(local))
+    for index, raw in enumerate(tf.data.TFRecordDataset(str(local)).take(3)):
+        encoded = tf.train.Example.FromString(raw.numpy()).features.feature["image/encoded"].bytes_list.value[0]
+        bucket.blob(f"to_score/digit_{index}.jpg").upload_from_string(encoded)
+    listed = [f"gs://{BUCKET}/to_score/digit_{index}.jpg" for index in range(3)] + [f"gs://{BUCKET}/to_score/gone.jpg"]
+    bucket.blob("to_score/list.txt").upload_from_string("\n".join(listed) + "\n")
+    result = run_entrypoint(["batch_predict", f"--model_dir=gs://{BUCKET}/jobs/one/model",
+                             f"--input_paths=gs://{BUCKET}/to_score/*.txt", f"--output_path=gs://{BUCKET}/scored",
+                             "--data_format=file_list"], gcs_job["env"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = _blobs(gcs, "scored/")
+    assert "scored/prediction.errors_stats-00000-of-00001" in written
+    results = [name for name in written if name.startswith("scored/prediction.results-")]
+    assert results and len(written) == len(results) + 1, written
+    lines = [json.loads(line) for name in results for line in bucket.blob(name).download_as_text().splitlines()]
+    assert sorted(line["key"] for line in lines) == listed[:3]
+    assert all(len(line["predictions"]) == 5 for line in lines)
+    counts, missing = [json.loads(line) for line in
+                       bucket.blob("scored/prediction.errors_stats-00000-of-00001").download_as_text().splitlines()]
+    assert counts["inputs"] == 4 and counts["predicted"] == 3 and counts["errors_by_reason"] == {"unreadable": 1}
+    assert missing["input"] == listed[3]
+
+
 def test_one_process_per_trial_holds_the_gcs_job_lock(gcs, monkeypatch):
     """The lock is a generation-matched create: a second holder is refused naming the first, a stale one
     (no heartbeat) is taken over atomically, and release removes only our own lock."""

@@ -83,7 +83,8 @@ def test_predict_names_each_bad_file_and_predicts_the_rest(trained_job, image_fo
     assert result.returncode == 1, result.stderr[-2000:]
     lines = {line["image"]: line for line in map(json.loads, result.stdout.splitlines())}
     assert sorted(lines) == sorted(str(p) for p in folder.iterdir())
-    assert lines[str(folder / "broken.jpg")]["error"] == f"{folder}/broken.jpg is not a decodable image (JPEG, PNG, GIF or BMP)"
+    assert lines[str(folder / "broken.jpg")]["error"].startswith(
+        f"{folder}/broken.jpg is not a decodable image (JPEG, PNG, GIF or BMP")
     assert lines[str(folder / "folder.jpg")]["error"].startswith(f"cannot read {folder}/folder.jpg: ")
     good = [line for path, line in lines.items() if "digit_" in path]
     assert len(good) == 12 and all(len(line["predictions"]) == 5 for line in good)
