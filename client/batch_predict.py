@@ -52,7 +52,6 @@ SERVED_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 # Packages a Dataflow worker needs beyond Beam's own to load and call the model (pins: requirements/runtime.in).
 DATAFLOW_WORKER_PACKAGES = ("tensorflow", "keras", "pillow", "google-crc32c")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGED = ("core", "data", "client", "dataloaders", "export", "algorithms")  # what setup.py packages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,34 +347,14 @@ def parse_args(argv: list[str]):
     return args, beam_args
 
 
-def _pins(packages) -> list[str]:
-    with open(os.path.join(REPO, "requirements", "runtime.in")) as handle:
-        lines = [line.split("#")[0].strip() for line in handle]
-    return [line for line in lines if line.split("==")[0].split("[")[0].lower() in packages]
-
-
-def packaging_copy(folder: str) -> str:
-    """setup.py, its pins and the packages it names, copied into `folder`; returns the copy's setup.py. Beam
-    builds the workers' package where setup.py is, writing beside it: the image's /app is not writable."""
-    import shutil
-
-    target = os.path.join(folder, "source")
-    for name in PACKAGED:
-        shutil.copytree(os.path.join(REPO, name), os.path.join(target, name),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    os.makedirs(os.path.join(target, "requirements"))
-    shutil.copy(os.path.join(REPO, "requirements", "runtime.in"), os.path.join(target, "requirements"))
-    shutil.copy(os.path.join(REPO, "setup.py"), target)
-    return os.path.join(target, "setup.py")
-
-
-def pipeline_options(args, beam_args, requirements_folder: str):
+def pipeline_options(args, beam_args, scratch: str):
     """Beam's options, with this command's defaults where the command line gives none: on the DirectRunner one
     worker process per CPU; on Dataflow a job name, temp folders next to the output, this repository as a
-    package (built from a copy in `requirements_folder`) and TensorFlow's pins as the workers' requirements.
+    package (built from a copy in `scratch`) and TensorFlow's pins as the workers' requirements.
     Explicit Beam arguments win."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from core import dataflow_package
     from data.jpeg_to_tf_record import default_direct_layout
 
     runner = args.runner or "DirectRunner"
@@ -383,11 +362,11 @@ def pipeline_options(args, beam_args, requirements_folder: str):
     if runner == "DataflowRunner":
         options.update(job_name=f"batch-predict-{time.strftime('%y%m%d-%H%M%S')}",
                        temp_location=f"{args.output_path}/tmp", staging_location=f"{args.output_path}/tmp/staging",
-                       setup_file=packaging_copy(requirements_folder), save_main_session=False)
+                       setup_file=dataflow_package.setup_file_copy(scratch), save_main_session=False)
         if not any(a.startswith(("--sdk_container_image", "--requirements_file")) for a in beam_args):
-            requirements = os.path.join(requirements_folder, "dataflow_requirements.txt")
+            requirements = os.path.join(scratch, "dataflow_requirements.txt")
             with open(requirements, "w") as handle:
-                handle.write("\n".join(_pins(DATAFLOW_WORKER_PACKAGES)) + "\n")
+                handle.write("\n".join(dataflow_package.pins(DATAFLOW_WORKER_PACKAGES)) + "\n")
             options["requirements_file"] = requirements
     elif runner in ("DirectRunner", "SwitchingDirectRunner"):
         options["direct_num_workers"], options["direct_running_mode"] = default_direct_layout()

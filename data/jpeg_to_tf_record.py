@@ -32,6 +32,7 @@ count (given the same shard count). On the DirectRunner the default is one worke
 """
 
 import argparse
+import atexit
 import collections
 import concurrent.futures
 import contextlib
@@ -56,7 +57,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from PIL import Image, UnidentifiedImageError
 
-from core import tfrecord_framing
+from core import dataflow_package, tfrecord_framing
 from data import example_codec, image_sources
 from data.image_sources import SPLITS, SourceError, SourceImage
 
@@ -406,11 +407,12 @@ def pipeline_options(args, beam_args) -> PipelineOptions:
     runner = args.runner or ("DataflowRunner" if args.output_dir.startswith("gs://") else "DirectRunner")
     options = {"runner": runner}
     if runner == "DataflowRunner":
+        package_folder = tempfile.mkdtemp(prefix="jpeg_to_tf_record-package-")
+        atexit.register(shutil.rmtree, package_folder, True)  # staged by pipeline.run(), then not needed
         options.update(job_name=f"preprocess-images-{time.strftime('%y%m%d-%H%M%S')}",
                        temp_location=f"{args.output_dir}/tmp", staging_location=f"{args.output_dir}/tmp/staging",
                        # Workers need this repository's data package (and Pillow); not TensorFlow.
-                       setup_file=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                               "setup.py"))
+                       setup_file=dataflow_package.setup_file_copy(package_folder))
         if args.project_id:
             options["project"] = args.project_id
     elif runner in ("DirectRunner", "SwitchingDirectRunner"):

@@ -163,6 +163,14 @@ def test_dataflow_gets_the_repository_and_tensorflows_pins_unless_an_image_is_gi
     assert {"client/batch_predict.py", "client/served_model.py", "algorithms/registry.py",
             "algorithms/detection/spec.py", "dataloaders/labels.py", "data/example_codec.py"} <= names
 
+    # The converter's Dataflow launch stages the same package, from a copy of its own.
+    from data import jpeg_to_tf_record
+
+    converter = jpeg_to_tf_record.pipeline_options(*jpeg_to_tf_record._parse_args(
+        ["--train_csv=gs://b/train.csv", "--output_dir=gs://b/records", "--runner=DataflowRunner", "--project=p"]))
+    setup_file = converter.view_as(SetupOptions).setup_file
+    assert os.path.exists(setup_file) and not setup_file.startswith(REPO)
+
     args, beam_args = batch_predict.parse_args(["--model_dir=m", "--input_paths=i", "--output_path=o",
                                                 "--runner=DataflowRunner", "--sdk_container_image=gcr.io/p/img"])
     assert batch_predict.pipeline_options(args, beam_args, str(tmp_path / "other")).view_as(
