@@ -181,8 +181,8 @@ def smoke(container: ImageRunner, root_image: str | None) -> None:
         handle.write("not a photo\n")
     batch = _step("batch_predict", container.run([
         "batch_predict", f"--model_dir={job}/model", f"--input_paths={root}/inputs/validation/package/*",
-        f"--output_path={root}/batch_predictions"]))
-    out = os.path.join(work, "batch_predictions")
+        f"--output_path={root}/jobs/batch_predictions"]))
+    out = os.path.join(work, "jobs", "batch_predictions")
     results = [json.loads(line) for name in sorted(os.listdir(out)) if name.startswith("prediction.results-")
                for line in open(os.path.join(out, name))]
     with open(os.path.join(out, "prediction.errors_stats-00000-of-00001")) as handle:
