@@ -186,6 +186,19 @@ SOURCES = {"image_files": sources_of_image_file, "file_list": sources_of_file_li
            "tf_record": sources_of_tf_record}
 
 
+def list_inputs(path: str, data_format: str):
+    """The inputs one matched file lists (SOURCES); a file that cannot be read to its end (unreadable, not
+    text) adds one failure naming it, after the inputs read before the fault, and the job goes on."""
+    listed = 0
+    try:
+        for item in SOURCES[data_format](path):
+            listed += 1
+            yield item
+    except Exception as error:  # noqa: BLE001 - OSError, BeamIOError, UnicodeDecodeError, ...: by filesystem
+        yield failure(path, "unreadable", f"cannot read {path} to its end ({listed} inputs listed before): "
+                                          f"{_first_line(error)}")
+
+
 def prepare(source: Source):
     """Source -> Instance (its bytes read, its header a format the model decodes, its size), or a failure."""
     from PIL import Image, UnidentifiedImageError
@@ -203,6 +216,8 @@ def prepare(source: Source):
     except UnidentifiedImageError:
         return failure(source.key, "not_an_image", f"not an image: no {', '.join(SERVED_FORMATS)} header "
                                                     f"({len(content)} bytes)")
+    except Image.DecompressionBombError as error:  # far over any model's pixel limit: never decoded
+        return failure(source.key, "not_decodable", f"too many pixels: {_first_line(error)}")
     except (OSError, ValueError, SyntaxError) as error:  # PIL's errors on a damaged header
         return failure(source.key, "not_an_image", f"a damaged image header: {_first_line(error)}")
     if image_format not in SERVED_FORMATS:
@@ -300,7 +315,7 @@ def build_pipeline(pipeline, args, threads: int) -> None:
               | "Match" >> fileio.MatchAll(empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
               | "Paths" >> beam.Map(lambda metadata: metadata.path)
               | "Spread files" >> beam.Reshuffle()
-              | "List inputs" >> beam.FlatMap(SOURCES[args.data_format])
+              | "List inputs" >> beam.FlatMap(list_inputs, args.data_format)
               | "Split listed" >> beam.FlatMap(split).with_outputs("failed", main="sources"))
     prepared = (listed.sources
                 | "Spread inputs" >> beam.Reshuffle()

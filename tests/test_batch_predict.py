@@ -5,8 +5,10 @@ the results and the errors file. The detector's formats are in test_detection_en
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -44,6 +46,13 @@ def photos(digits, tmp_path_factory):
     whole = (folder / "digit_0.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(whole[:whole.index(b"\xff\xda") + 40])  # a whole header, the data cut short
     (folder / "notes.txt").write_text("not a picture\n")
+    # A decompression bomb: a PNG of 40,000 x 40,000 pixels (1.6 gigapixels) in 80 bytes.
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    size = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", size) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                                      + chunk(b"IEND", b""))
     Image.open(folder / "digit_1.png").save(folder / "scan.tiff")
     return folder
 
@@ -58,11 +67,12 @@ def test_image_files_and_a_file_list_put_every_input_in_the_results_or_the_error
     lines, counts, failures = read_output(out)
     good = sorted(str(photos / f"digit_{i}.{'png' if i % 2 else 'jpg'}") for i in range(6))
     assert sorted(lines) == good
-    assert counts == {"inputs": 9, "predicted": 6, "errors": 3,
-                      "errors_by_reason": {"not_an_image": 1, "not_decodable": 1, "unsupported_format": 1}}
+    assert counts == {"inputs": 10, "predicted": 6, "errors": 4,
+                      "errors_by_reason": {"not_an_image": 1, "not_decodable": 2, "unsupported_format": 1}}
     assert json.loads(result.stdout.splitlines()[-1])["predicted"] == 6
     reasons = {os.path.basename(item["input"]): item["reason"] for item in failures}
-    assert reasons == {"cut.jpg": "not_decodable", "notes.txt": "not_an_image", "scan.tiff": "unsupported_format"}
+    assert reasons == {"cut.jpg": "not_decodable", "bomb.png": "not_decodable", "notes.txt": "not_an_image",
+                       "scan.tiff": "unsupported_format"}
     assert "convert it to JPEG" in [f for f in failures if f["reason"] == "unsupported_format"][0]["error"]
 
     # The same numbers as the model called directly, with the names the model carries.
@@ -80,6 +90,7 @@ def test_image_files_and_a_file_list_put_every_input_in_the_results_or_the_error
     listing = photos / "lists"
     listing.mkdir(exist_ok=True)
     (listing / "batch.txt").write_text(f"../digit_0.jpg\n\n../digit_3.png\n{photos}/digit_4.jpg\n{photos}/gone.jpg\n")
+    (listing / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe not text")  # one list is no text file
     out = tmp_path / "list"
     result = run_entrypoint(["batch_predict", f"--model_dir={trained_job['model_dir']}",
                              f"--input_paths={listing}/*.txt", f"--output_path={out}", "--data_format=file_list"])
@@ -87,8 +98,10 @@ def test_image_files_and_a_file_list_put_every_input_in_the_results_or_the_error
     lines, counts, failures = read_output(out)
     assert sorted(lines) == ["../digit_0.jpg", "../digit_3.png", f"{photos}/digit_4.jpg"]
     assert len(lines["../digit_0.jpg"]["predictions"]) == 5  # --top_k's default
-    assert counts["inputs"] == 4 and counts["errors_by_reason"] == {"unreadable": 1}
-    assert failures[0]["input"] == f"{photos}/gone.jpg" and "cannot read" in failures[0]["error"]
+    assert counts["inputs"] == 5 and counts["errors_by_reason"] == {"unreadable": 2}
+    unreadable = {item["input"]: item["error"] for item in failures}
+    assert "cannot read" in unreadable[f"{photos}/gone.jpg"]
+    assert "to its end (0 inputs listed before)" in unreadable[str(listing / "binary.txt")]
 
 
 def test_records_in_the_training_format_are_scored_as_they_are_and_a_rerun_replaces_the_output(
