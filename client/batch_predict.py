@@ -359,6 +359,14 @@ def parse_args(argv: list[str]):
     if not args.patterns:
         raise UserInputError("--input_paths names no file")
     args.output_path = args.output_path.rstrip("/")
+    if args.runner == "DataflowRunner":
+        local = [f"--{name}={value}" for name, values in (("model_dir", [args.model_dir]),
+                                                          ("input_paths", args.patterns),
+                                                          ("output_path", [args.output_path]))
+                 for value in values if not value.startswith("gs://")]
+        if local:
+            raise UserInputError(f"{local[0]} is not a gs:// path: Dataflow's workers read the model and the inputs "
+                                 "and write the output from Cloud Storage")
     return args, beam_args
 
 

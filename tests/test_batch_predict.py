@@ -51,8 +51,8 @@ def photos(digits, tmp_path_factory):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     size = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
-    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", size) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                                      + chunk(b"IEND", b""))
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", size) + pixels + chunk(b"IEND", b""))
     Image.open(folder / "digit_1.png").save(folder / "scan.tiff")
     return folder
 
@@ -136,7 +136,9 @@ def test_a_model_dir_that_is_no_model_or_a_pattern_that_matches_nothing_stops_in
     out = tmp_path / "never"
     for args, message in (([f"--model_dir={photos}", f"--input_paths={photos}/*.jpg"], "is not an exported model"),
                           ([f"--model_dir={trained_job['model_dir']}", f"--input_paths={photos}/*.webp"],
-                           "matches no file")):
+                           "matches no file"),
+                          ([f"--model_dir={trained_job['model_dir']}", f"--input_paths={photos}/*.jpg",
+                            "--runner=DataflowRunner"], "is not a gs:// path")):
         result = subprocess.run([sys.executable, os.path.join(REPO, "entrypoint.py"), "batch_predict", *args,
                                  f"--output_path={out}"], capture_output=True, text=True, timeout=300, cwd=REPO)
         assert result.returncode == 2, result.stderr[-2000:]
@@ -184,8 +186,9 @@ def test_dataflow_gets_the_repository_and_tensorflows_pins_unless_an_image_is_gi
     setup_file = converter.view_as(SetupOptions).setup_file
     assert os.path.exists(setup_file) and not setup_file.startswith(REPO)
 
-    args, beam_args = batch_predict.parse_args(["--model_dir=m", "--input_paths=i", "--output_path=o",
-                                                "--runner=DataflowRunner", "--sdk_container_image=gcr.io/p/img"])
+    args, beam_args = batch_predict.parse_args(["--model_dir=gs://b/m", "--input_paths=gs://b/i",
+                                                "--output_path=gs://b/o", "--runner=DataflowRunner",
+                                                "--sdk_container_image=gcr.io/p/img"])
     assert batch_predict.pipeline_options(args, beam_args, str(tmp_path / "other")).view_as(
         SetupOptions).requirements_file is None
     args, beam_args = batch_predict.parse_args(["--model_dir=m", "--input_paths=i", "--output_path=o"])
