@@ -188,9 +188,22 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
                 return True
         return False
 
+    def _grant_token(self) -> bool:
+        """Google's OAuth token endpoint, for processes that hold user credentials (FakeGcs.beam_env): any
+        refresh gets a bearer token, which the emulator ignores."""
+        if self.headers.get("Host", "").split(":")[0] != "oauth2.googleapis.com":
+            return False
+        payload = json.dumps({"access_token": "emulator-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
+        self.send_response(200, "OK")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return True
+
     def _forward(self):
         body = self._body()
-        if self._refuse_read() or self._inject_fault():
+        if self._grant_token() or self._refuse_read() or self._inject_fault():
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "proxy-connection")}
         headers["Content-Length"] = str(len(body))
@@ -274,6 +287,17 @@ class FakeGcs:
                 "NO_PROXY": "127.0.0.1,localhost", "CURL_CA_BUNDLE": self.ca_path, "NO_GCE_CHECK": "true",
                 "GOOGLE_AUTH_TOKEN_FOR_TESTING": "dummy", "GCS_RETRY_CONFIG_MAX_RETRIES": "1",
                 "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.emulator_port}"}
+
+    @property
+    def beam_env(self) -> dict:
+        """`env` plus Application Default Credentials (a user's, refreshed at the proxy): Beam's GCS filesystem
+        looks for them in every process and, finding none, retries for ~25 s before going anonymous."""
+        credentials = os.path.join(os.path.dirname(self.ca_path), "application_default_credentials.json")
+        if not os.path.exists(credentials):
+            with open(credentials, "w") as handle:
+                json.dump({"type": "authorized_user", "client_id": "emulator", "client_secret": "emulator",
+                           "refresh_token": "emulator"}, handle)
+        return {**self.env, "GOOGLE_APPLICATION_CREDENTIALS": credentials, "REQUESTS_CA_BUNDLE": self.ca_path}
 
     def client(self):
         from google.auth.credentials import AnonymousCredentials

@@ -141,8 +141,8 @@ def test_converter_reads_and_writes_gs_through_beams_filesystems(gcs, tmp_path):
     bucket.blob("photos/train.csv").upload_from_string("\n".join(rows) + "\n")
     result = subprocess.run([sys.executable, "-m", "data.jpeg_to_tf_record", f"--train_csv=gs://{BUCKET}/photos/train.csv",
                              f"--output_dir=gs://{BUCKET}/converted", "--runner=DirectRunner"], capture_output=True,
-                            text=True, env={**os.environ, **gcs.env}, cwd=os.path.dirname(os.path.dirname(__file__)),
-                            timeout=300)
+                            text=True, env={**os.environ, **gcs.beam_env},
+                            cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train: 4 of 5 images written" in result.stdout and "rejected missing_file: 1" in result.stdout
     assert _blobs(gcs, "converted/") == ["converted/labels.txt", "converted/rejected.csv",
@@ -171,7 +171,7 @@ def test_batch_predict_reads_a_gs_model_list_and_images_and_writes_its_output_to
     bucket.blob("to_score/list.txt").upload_from_string("\n".join(listed) + "\n")
     result = run_entrypoint(["batch_predict", f"--model_dir=gs://{BUCKET}/jobs/one/model",
                              f"--input_paths=gs://{BUCKET}/to_score/*.txt", f"--output_path=gs://{BUCKET}/scored",
-                             "--data_format=file_list"], gcs_job["env"])
+                             "--data_format=file_list"], gcs.beam_env)
     assert result.returncode == 0, result.stderr[-3000:]
     written = _blobs(gcs, "scored/")
     assert "scored/prediction.errors_stats-00000-of-00001" in written
