@@ -2,6 +2,7 @@
 TFRecords on Beam's RunInference (DirectRunner, one worker process per CPU); every input ends in exactly one of
 the results and the errors file. The detector's formats are in test_detection_end_to_end.py, gs:// in test_gcs.py."""
 
+import base64
 import io
 import json
 import os
@@ -104,7 +105,7 @@ def test_image_files_and_a_file_list_put_every_input_in_the_results_or_the_error
     assert "to its end (0 inputs listed before)" in unreadable[str(listing / "binary.txt")]
 
 
-def test_records_in_the_training_format_are_scored_as_they_are_and_a_rerun_replaces_the_output(
+def test_records_and_json_instances_are_scored_as_they_are_and_a_rerun_replaces_the_output(
         trained_job, digits, tmp_path):
     out = tmp_path / "records"
     out.mkdir()
@@ -129,6 +130,23 @@ def test_records_in_the_training_format_are_scored_as_they_are_and_a_rerun_repla
     assert set(truth) == set(lines), "keys are the records' image/source_id, else FILE:INDEX"
     right = sum(lines[key]["predictions"][0]["label"] == label for key, label in truth.items())
     assert right / expected > 0.5, right / expected
+
+    # The first 20 records' images as AI Platform JSON instances: the same top classes under the given keys.
+    first = sorted(tf.io.gfile.glob(digits["validation"]))[0]
+    instances = []
+    for index, record in enumerate(tf.data.TFRecordDataset(first).take(20)):
+        encoded = tf.train.Example.FromString(record.numpy()).features.feature["image/encoded"].bytes_list.value[0]
+        instances.append({"image_bytes": {"b64": base64.b64encode(encoded).decode()}, "key": f"{first}:{index}"})
+    (tmp_path / "instances.jsonl").write_text("".join(json.dumps(instance) + "\n" for instance in instances))
+    out = tmp_path / "json"
+    result = run_entrypoint(["batch_predict", f"--model_dir={trained_job['model_dir']}",
+                             f"--input_paths={tmp_path}/instances.jsonl", f"--output_path={out}",
+                             "--data_format=jsonl", "--top_k=1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    from_json, counts, _ = read_output(out)
+    assert counts["predicted"] == 20 and set(from_json) == {instance["key"] for instance in instances}
+    assert all(line["predictions"][0]["label"] == lines[key]["predictions"][0]["label"]
+               for key, line in from_json.items())
 
 
 def test_a_model_dir_that_is_no_model_or_a_pattern_that_matches_nothing_stops_in_one_line(trained_job, photos,

@@ -187,8 +187,8 @@ def test_predict_prints_the_signatures_boxes_with_class_names(trained_detector, 
         assert os.path.getsize(line["drawn"]) > 0
 
 
-def test_batch_predict_writes_boxes_in_each_images_pixels_from_json_lines_and_records(trained_detector,
-                                                                                     digit_detection, tmp_path):
+def test_batch_predict_writes_boxes_in_each_images_pixels_in_every_input_format(trained_detector, digit_detection,
+                                                                                tmp_path):
     import base64
 
     from tests.test_batch_predict import read_output
@@ -197,11 +197,12 @@ def test_batch_predict_writes_boxes_in_each_images_pixels_from_json_lines_and_re
     # As above: each scene upscaled 2x, top-left on a taller or wider grey canvas (objects at 0.94x their training
     # size once fitted to 128 px); the boxes must come back in each image's own pixels.
     canvases = [(272, 256), (256, 300)] * 3
-    lines = []
+    lines, encoded = [], []
     for i, ((image, _, _), (height, width)) in enumerate(zip(scenes, canvases)):
         canvas = np.full((height, width, 3), 128, np.uint8)
         canvas[:256, :256] = np.asarray(Image.fromarray(image).resize((256, 256), Image.BILINEAR))
-        instance = {"image_bytes": {"b64": base64.b64encode(_encode(canvas, "JPEG" if i % 2 else "PNG")).decode()}}
+        encoded.append(_encode(canvas, "JPEG" if i % 2 else "PNG"))
+        instance = {"image_bytes": {"b64": base64.b64encode(encoded[-1]).decode()}}
         lines.append(json.dumps({**instance, "key": f"scene-{i}"} if i else instance))  # the first without a key
     lines.insert(3, '{"image_bytes": {"b64": 42}}')
     (tmp_path / "instances.jsonl").write_text("\n".join(lines) + "\n")
@@ -231,6 +232,31 @@ def test_batch_predict_writes_boxes_in_each_images_pixels_from_json_lines_and_re
     # Seeded: 6 of these 9 (min_score 0.1, the detector above); a box left normalized or scaled wrong finds ~none.
     print(f"SEEDED OUTCOME batch_predict detection matched {matched} of {objects}")
     assert matched >= 0.4 * objects, f"{matched} of {objects} objects found at their pixel place"
+
+    # The same images as files, then as a list of them: the same lines, keyed by path / by the list's line.
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    names = [f"scene-{i}.{'jpg' if i % 2 else 'png'}" for i in range(6)]
+    for name, content in zip(names, encoded):
+        (folder / name).write_bytes(content)
+    (tmp_path / "list.txt").write_text("".join(f"scenes/{name}\n" for name in names))
+    by_json = [predicted[f"scene-{i}" if i else first] for i in range(6)]
+    for data_format, pattern, keys in (("image_files", f"{folder}/*", [str(folder / name) for name in names]),
+                                       ("file_list", f"{tmp_path}/list.txt", [f"scenes/{name}" for name in names])):
+        out = tmp_path / data_format
+        result = run_entrypoint(["batch_predict", f"--model_dir={trained_detector['model_dir']}",
+                                 f"--input_paths={pattern}", f"--output_path={out}", f"--data_format={data_format}",
+                                 "--min_score=0.1"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        predicted, counts, failures = read_output(out)
+        assert counts["inputs"] == counts["predicted"] == 6 and sorted(predicted) == sorted(keys)
+        for key, line in zip(keys, by_json):  # batched with other images: equal up to float rounding
+            assert predicted[key]["image_size"] == line["image_size"]
+            again = predicted[key]["predictions"]
+            assert [p["label"] for p in again] == [p["label"] for p in line["predictions"]], data_format
+            for one, other in zip(again, line["predictions"]):
+                np.testing.assert_allclose(one["box"], other["box"], atol=0.05)
+                assert one["score"] == pytest.approx(other["score"], abs=1e-4)
 
     out = tmp_path / "records"
     result = run_entrypoint(["batch_predict", f"--model_dir={trained_detector['model_dir']}",
