@@ -44,7 +44,7 @@ COPY algorithms/ algorithms/
 COPY platforms/ platforms/
 # What Dataflow workers are given (converter and batch_predict with --runner=DataflowRunner): this code as a
 # package, with the pins its requirements come from.
-COPY setup.py ./
+COPY setup.py MANIFEST.in ./
 COPY requirements/runtime.in requirements/
 USER ${RUN_AS}
 

@@ -20,7 +20,8 @@ def setup_file_copy(folder: str) -> str:
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     os.makedirs(os.path.join(target, "requirements"), exist_ok=True)
     shutil.copy(os.path.join(REPO, RUNTIME_PINS), os.path.join(target, "requirements"))
-    shutil.copy(os.path.join(REPO, "setup.py"), target)
+    for name in ("setup.py", "MANIFEST.in"):  # MANIFEST.in puts the pins into the sdist: setup.py reads them there
+        shutil.copy(os.path.join(REPO, name), target)
     return os.path.join(target, "setup.py")
 
 

@@ -194,7 +194,13 @@ def test_dataflow_gets_the_repository_and_tensorflows_pins_unless_an_image_is_gi
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"client/batch_predict.py", "client/served_model.py", "algorithms/registry.py",
-            "algorithms/detection/spec.py", "dataloaders/labels.py", "data/example_codec.py"} <= names
+            "algorithms/detection/spec.py", "dataloaders/labels.py", "data/example_codec.py",
+            "requirements/runtime.in"} <= names
+    # ... and it installs, as a worker installs it (its setup.py reads the pins inside the sdist).
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                                "--target", str(tmp_path / "worker"), sdist], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    assert (tmp_path / "worker" / "client" / "batch_predict.py").exists()
 
     # The converter's Dataflow launch stages the same package, from a copy of its own.
     from data import jpeg_to_tf_record
