@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from core.errors import UserInputError
+from core.errors import UserInputError, first_line, last_line
 
 DATA_FORMATS = ("image_files", "file_list", "jsonl", "tf_record")
 RESULTS_PREFIX = "prediction.results"
@@ -83,10 +83,6 @@ def failure(key: str, reason: str, error: str) -> Failure:
     return Failure(input=key, reason=reason, error=error[:500])
 
 
-def _first_line(error: Exception) -> str:
-    return ((str(error) or type(error).__name__).strip().splitlines() or [""])[0][:300]
-
-
 # --- reading the inputs (on the workers) --------------------------------------------------------------------
 def _open(path: str):
     from apache_beam.io.filesystem import CompressionTypes
@@ -125,7 +121,7 @@ def sources_of_jsonl(path: str):
             try:
                 instance = json.loads(line)
             except ValueError as error:
-                yield failure(where, "bad_line", f"line {number} of {path} is not JSON: {_first_line(error)}")
+                yield failure(where, "bad_line", f"line {number} of {path} is not JSON: {first_line(error)}")
                 continue
             if not isinstance(instance, dict):
                 yield failure(where, "bad_line", f"line {number} of {path} is not a JSON object")
@@ -137,7 +133,7 @@ def sources_of_jsonl(path: str):
                     yield Source(key=key, content=base64.b64decode(image["b64"], validate=True))
                 except (binascii.Error, ValueError) as error:
                     yield failure(key, "bad_line", f"line {number} of {path}: image_bytes.b64 is not base64: "
-                                                   f"{_first_line(error)}")
+                                                   f"{first_line(error)}")
             elif isinstance(instance.get("content"), str):
                 yield Source(key=key, path=instance["content"])
             else:
@@ -158,7 +154,7 @@ def sources_of_tf_record(path: str):
             try:
                 record, damage = tfrecord_framing.next_record(handle)
             except OSError as error:
-                yield failure(where, "unreadable", f"cannot read {path} from record {index} on: {_first_line(error)}")
+                yield failure(where, "unreadable", f"cannot read {path} from record {index} on: {first_line(error)}")
                 return
             if damage:
                 yield failure(where, "bad_record", f"record {index} of {path} is {damage}; the records after it "
@@ -196,7 +192,7 @@ def list_inputs(path: str, data_format: str):
             yield item
     except Exception as error:  # noqa: BLE001 - OSError, BeamIOError, UnicodeDecodeError, ...: by filesystem
         yield failure(path, "unreadable", f"cannot read {path} to its end ({listed} inputs listed before): "
-                                          f"{_first_line(error)}")
+                                          f"{first_line(error)}")
 
 
 def prepare(source: Source):
@@ -209,7 +205,7 @@ def prepare(source: Source):
             with _open(source.path) as handle:
                 content = handle.read()
         except Exception as error:  # noqa: BLE001 - Beam raises IOError/BeamIOError/FileNotFoundError by filesystem
-            return failure(source.key, "unreadable", f"cannot read {source.path}: {_first_line(error)}")
+            return failure(source.key, "unreadable", f"cannot read {source.path}: {first_line(error)}")
     try:
         with Image.open(io.BytesIO(content)) as image:
             image_format, (width, height) = image.format, image.size
@@ -217,9 +213,9 @@ def prepare(source: Source):
         return failure(source.key, "not_an_image", f"not an image: no {', '.join(SERVED_FORMATS)} header "
                                                     f"({len(content)} bytes)")
     except Image.DecompressionBombError as error:  # far over any model's pixel limit: never decoded
-        return failure(source.key, "not_decodable", f"too many pixels: {_first_line(error)}")
+        return failure(source.key, "not_decodable", f"too many pixels: {first_line(error)}")
     except (OSError, ValueError, SyntaxError) as error:  # PIL's errors on a damaged header
-        return failure(source.key, "not_an_image", f"a damaged image header: {_first_line(error)}")
+        return failure(source.key, "not_an_image", f"a damaged image header: {first_line(error)}")
     if image_format not in SERVED_FORMATS:
         return failure(source.key, "unsupported_format", f"a {image_format} image; the model decodes "
                                                           f"{', '.join(SERVED_FORMATS)} (convert it to JPEG)")
@@ -417,7 +413,7 @@ def check_inputs(args) -> None:
         try:
             matched = FileSystems.match([pattern])[0].metadata_list
         except Exception as error:  # noqa: BLE001 - BeamIOError and the filesystems' own errors
-            raise UserInputError(f"--input_paths: cannot list {pattern}: {_first_line(error)}") from None
+            raise UserInputError(f"--input_paths: cannot list {pattern}: {first_line(error)}") from None
         if not matched:
             raise UserInputError(f"--input_paths: {pattern} matches no file")
 
@@ -459,7 +455,7 @@ def main(argv: list[str]) -> int:
                 FileSystems.mkdirs(args.output_path)
             remove_output(args.output_path)
         except Exception as error:  # noqa: BLE001 - BeamIOError, OSError
-            print(f"ERROR: cannot write to --output_path={args.output_path}: {_first_line(error)}", file=sys.stderr)
+            print(f"ERROR: cannot write to --output_path={args.output_path}: {first_line(error)}", file=sys.stderr)
             return 2
         # Local worker processes import this repository's modules (the pickled functions name them).
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
@@ -471,8 +467,7 @@ def main(argv: list[str]) -> int:
         try:
             pipeline.run().wait_until_finish()
         except Exception as error:  # noqa: BLE001 - Beam wraps the workers' errors; they logged the traceback
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-            print(f"ERROR: batch prediction stopped: {lines[-1][:500]}; nothing of this run was kept in "
+            print(f"ERROR: batch prediction stopped: {last_line(error)}; nothing of this run was kept in "
                   f"{args.output_path}: fix the cause and rerun the same command", file=sys.stderr)
             try:
                 remove_output(args.output_path)

@@ -14,8 +14,8 @@ import sys
 
 from absl import flags
 
-from client.served_model import ServedModel, first_line
-from core.errors import UserInputError
+from client.served_model import ServedModel
+from core.errors import UserInputError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 

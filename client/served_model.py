@@ -1,12 +1,8 @@
 """An exported model as its clients call it: loaded once, its `serving_default` fed encoded image bytes and keys,
 as AI Platform Prediction would. Shared by `predict` (one process) and `batch_predict` (Beam workers)."""
 
-from core.errors import UserInputError
+from core.errors import UserInputError, first_line
 from dataloaders.labels import LABELS_FILE_NAME, read_labels_file
-
-
-def first_line(error: Exception) -> str:
-    return ((getattr(error, "message", None) or str(error)).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class ServedModel:

@@ -25,6 +25,17 @@ class StorageError(UserInputError):
     """Writing to the job dir kept failing after the storage client's retries (message names the object)."""
 
 
+def first_line(error: Exception) -> str:
+    """An error's first line (TensorFlow's errors: their message without the op's trace), at most 200 characters."""
+    return ((getattr(error, "message", None) or str(error)).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def last_line(error: Exception) -> str:
+    """The root cause of a (Beam-wrapped) error: its message's last non-empty line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1][:500]
+
+
 def nearest(name: str, known) -> str:
     """ " (did you mean X?)" for the known name closest to a misspelled one, or "" when none is close."""
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)

@@ -58,6 +58,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from PIL import Image, UnidentifiedImageError
 
 from core import dataflow_package, tfrecord_framing
+from core.errors import last_line
 from data import example_codec, image_sources
 from data.image_sources import SPLITS, SourceError, SourceImage
 
@@ -472,12 +473,6 @@ def _temporary_files_inside_a_folder_removed_after():
             tempfile.tempdir = previous
 
 
-def _last_line(error: Exception) -> str:
-    """The root cause of a (Beam-wrapped) error: its message's last non-empty line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-    return lines[-1][:500]
-
-
 def _remove_quietly(folder: str) -> None:
     try:
         remove_folder(folder)
@@ -508,7 +503,7 @@ def main(argv=None) -> int:
         shards = stage_shards(items, output_dir, temp_dir, args.num_shards, local_workers)
     except (OSError, BeamIOError) as error:
         _remove_quietly(temp_dir)
-        print(f"error: cannot write to {output_dir}: {_last_line(error)}; --output_dir must be a folder (local or "
+        print(f"error: cannot write to {output_dir}: {last_line(error)}; --output_dir must be a folder (local or "
               f"gs://bucket/prefix) this job can create and write", file=sys.stderr)
         return 2
     print(f"listed {listed['train']} training and {listed['validation']} validation images, {len(labels)} classes")
@@ -520,7 +515,7 @@ def main(argv=None) -> int:
             result.wait_until_finish()
     except Exception as error:  # noqa: BLE001 - Beam wraps the workers' errors; they logged the traceback above
         _remove_quietly(temp_dir)
-        print(f"error: the conversion stopped: {_last_line(error)}\nNothing was published: {output_dir} holds no "
+        print(f"error: the conversion stopped: {last_line(error)}\nNothing was published: {output_dir} holds no "
               f"train-*/validation-* shards and no temporary files of this run. Fix the cause (for 'No space "
               f"left on device': free space there) and rerun the same command.", file=sys.stderr)
         return 1

@@ -158,7 +158,10 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
         return self.command == "GET" and ("alt=media" in path or not path.startswith("/storage/v1/"))
 
     def _send_error(self, code: int, phrase: str, message: str, reason: str) -> None:
-        payload = json.dumps({"error": {"code": code, "message": message, "errors": [{"reason": reason}]}}).encode()
+        self._send_json(code, phrase, {"error": {"code": code, "message": message, "errors": [{"reason": reason}]}})
+
+    def _send_json(self, code: int, phrase: str, body: dict) -> None:
+        payload = json.dumps(body).encode()
         self.send_response(code, phrase)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -193,12 +196,7 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
         refresh gets a bearer token, which the emulator ignores."""
         if self.headers.get("Host", "").split(":")[0] != "oauth2.googleapis.com":
             return False
-        payload = json.dumps({"access_token": "emulator-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
-        self.send_response(200, "OK")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self._send_json(200, "OK", {"access_token": "emulator-token", "expires_in": 3600, "token_type": "Bearer"})
         return True
 
     def _forward(self):
