@@ -1,6 +1,7 @@
 # Training image for AI Platform Training / Vertex AI custom jobs, SageMaker (`IMAGE train`) and
-# `docker run --gpus all`. CUDA comes as pip wheels (tensorflow[and-cuda]), so a slim Python base serves CPU
-# and GPU hosts alike; GPU hosts provide the driver through the NVIDIA container toolkit.
+# `docker run --gpus all`; the same image serves the models it trains (`IMAGE serve`: Vertex AI and SageMaker
+# endpoints, `docker run -p 8080:8080`). CUDA comes as pip wheels (tensorflow[and-cuda]), so a slim Python
+# base serves CPU and GPU hosts alike; GPU hosts provide the driver through the NVIDIA container toolkit.
 #   make image       GPU-capable image (ACCELERATOR=and-cuda)
 #   make image-cpu   CPU-only image (ACCELERATOR=), 40% of the size
 # BASE_IMAGE: any Debian-like image with Python 3.11, python3-venv and useradd (make image-test builds on one
@@ -53,4 +54,6 @@ USER ${RUN_AS}
 ARG PRETRAINED=""
 RUN if [ -n "$PRETRAINED" ]; then python -m algorithms.classification.pretrained --download "$PRETRAINED"; fi
 
+# `serve`'s default port (Vertex AI's AIP_HTTP_PORT and SageMaker's are 8080 too).
+EXPOSE 8080
 ENTRYPOINT ["python", "/app/entrypoint.py"]

@@ -7,6 +7,8 @@ accurate model as a SavedModel: the command line of Google's AI Platform built-i
     python entrypoint.py predict --model_dir=JOB_DIR/model --input=IMAGE|DIR|GLOB [--output_images=DIR]
     python entrypoint.py batch_predict --model_dir=JOB_DIR/model --input_paths=PATTERN --output_path=OUT \
         [--data_format=image_files|file_list|jsonl|tf_record] [--runner=DataflowRunner ...]   (on Apache Beam)
+    python entrypoint.py serve [--model_dir=JOB_DIR/model] [--port=8080]   (HTTP: Vertex AI and SageMaker
+        endpoints, `docker run -p 8080:8080 IMAGE serve --model_dir=...`; `serve --help`)
     IMAGE train        (SageMaker: hyperparameters, channels and outputs under /opt/ml; platforms/sagemaker.py)
     python entrypoint.py tune --config=SPEC.yaml --job-dir=DIR [--storage=URL] [--parallel_trials=N] \
         -- <training flags>   (a hyperparameter sweep on Optuna; `tune --help`)
@@ -41,6 +43,10 @@ def main(argv: list[str]) -> int:
         from client import batch_predict
 
         return batch_predict.main(argv[1:])
+    if argv and argv[0] == "serve":
+        from client import serve
+
+        return serve.main(argv[1:])
     if argv and argv[0] == "tune":
         from tuning import tuner
 

@@ -41,14 +41,13 @@ import sys
 import tempfile
 import time
 
+from client.served_model import Failure, check_image, failure
 from core.errors import UserInputError, first_line, last_line
 
 DATA_FORMATS = ("image_files", "file_list", "jsonl", "tf_record")
 RESULTS_PREFIX = "prediction.results"
 ERRORS_FILE = "prediction.errors_stats-00000-of-00001"
 METRICS_NAMESPACE = "batch_predict"
-# What the serving signature decodes (tf.io.decode_image); PIL names them so.
-SERVED_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 # Packages a Dataflow worker needs beyond Beam's own to load and call the model (pins: requirements/runtime.in).
 DATAFLOW_WORKER_PACKAGES = ("tensorflow", "keras", "pillow", "google-crc32c")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,27 +59,6 @@ class Source:
     key: str
     path: str | None = None
     content: bytes | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Instance:
-    """One input ready for the model: encoded bytes the model can decode, and the image's size in pixels."""
-    key: str
-    content: bytes
-    height: int
-    width: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """An input that could not be predicted: its key, a reason code (counted) and what went wrong."""
-    input: str
-    reason: str
-    error: str
-
-
-def failure(key: str, reason: str, error: str) -> Failure:
-    return Failure(input=key, reason=reason, error=error[:500])
 
 
 # --- reading the inputs (on the workers) --------------------------------------------------------------------
@@ -197,29 +175,14 @@ def list_inputs(path: str, data_format: str):
 
 def prepare(source: Source):
     """Source -> Instance (its bytes read, its header a format the model decodes, its size), or a failure."""
-    from PIL import Image, UnidentifiedImageError
-
-    content = source.content
-    if content is None:
-        try:
-            with _open(source.path) as handle:
-                content = handle.read()
-        except Exception as error:  # noqa: BLE001 - Beam raises IOError/BeamIOError/FileNotFoundError by filesystem
-            return failure(source.key, "unreadable", f"cannot read {source.path}: {first_line(error)}")
+    if source.content is not None:
+        return check_image(source.key, source.content)
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            image_format, (width, height) = image.format, image.size
-    except UnidentifiedImageError:
-        return failure(source.key, "not_an_image", f"not an image: no {', '.join(SERVED_FORMATS)} header "
-                                                    f"({len(content)} bytes)")
-    except Image.DecompressionBombError as error:  # far over any model's pixel limit: never decoded
-        return failure(source.key, "not_decodable", f"too many pixels: {first_line(error)}")
-    except (OSError, ValueError, SyntaxError) as error:  # PIL's errors on a damaged header
-        return failure(source.key, "not_an_image", f"a damaged image header: {first_line(error)}")
-    if image_format not in SERVED_FORMATS:
-        return failure(source.key, "unsupported_format", f"a {image_format} image; the model decodes "
-                                                          f"{', '.join(SERVED_FORMATS)} (convert it to JPEG)")
-    return Instance(key=source.key, content=content, height=height, width=width)
+        with _open(source.path) as handle:
+            content = handle.read()
+    except Exception as error:  # noqa: BLE001 - Beam raises IOError/BeamIOError/FileNotFoundError by filesystem
+        return failure(source.key, "unreadable", f"cannot read {source.path}: {first_line(error)}")
+    return check_image(source.key, content)
 
 
 # --- the model, on the workers -----------------------------------------------------------------------------
@@ -234,21 +197,6 @@ def _limit_threads(threads: int) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow's runtime already started in this process: it keeps its threads
             pass
-
-
-def prediction_line(instance: Instance, row, model, options: dict):
-    """The results line of one served row, or a failure when the model could not decode the image."""
-    if isinstance(row, str):
-        return failure(instance.key, "not_decodable", row)
-    predictions = model.format(row, options)
-    if model.task.name != "detection":
-        return {"key": instance.key, "predictions": predictions}
-    scale = (instance.height, instance.width, instance.height, instance.width)
-    for prediction in predictions:
-        normalized = prediction.pop("box")
-        prediction["box"] = [round(value * size, 2) for value, size in zip(normalized, scale)]
-        prediction["box_normalized"] = normalized
-    return {"key": instance.key, "image_size": [instance.height, instance.width], "predictions": predictions}
 
 
 def model_handler(model_dir: str, batch_size: int, threads: int, options: dict):
@@ -268,7 +216,7 @@ def model_handler(model_dir: str, batch_size: int, threads: int, options: dict):
 
         def run_inference(self, batch, model, inference_args=None):
             rows = model.call([instance.key for instance in batch], [instance.content for instance in batch])
-            return [PredictionResult(instance, prediction_line(instance, row, model, options))
+            return [PredictionResult(instance, model.result(instance, row, options))
                     for instance, row in zip(batch, rows)]
 
         def get_num_bytes(self, batch) -> int:

@@ -124,10 +124,7 @@ def main(argv: list[str]) -> int:
             if fv.output_images:
                 line["drawn"] = draw(path, predictions, fv.output_images)
             print(json.dumps(line, allow_nan=False))
-    except flags.Error as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        return 2
-    except UserInputError as error:
+    except (flags.Error, UserInputError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
     return 1 if failed else 0

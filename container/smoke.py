@@ -7,7 +7,8 @@ Inputs are real photos that ship inside matplotlib (in the image, and in the dev
 Hopper's portrait and of a gift-pack photo become a two-class JPEG set (CSV + labels), and the pack pasted
 at known boxes onto portrait crops a one-class detection set. The steps, each checked on what it wrote:
 --help; the Beam converter (DirectRunner) on both CSVs; a tiny classification job (trains, evaluates,
-exports, report, hypertune metric); `predict` and `batch_predict` (Beam) on the exported model; a tiny
+exports, report, hypertune metric); `predict` and `batch_predict` (Beam) on the exported model; `serve` with
+Vertex AI's variables, one request of each kind from inside its container, then SIGTERM (exit 0); a tiny
 detection job (AP reported, model exported); `tune`, a two-trial sweep; with --root_image, SageMaker's
 `IMAGE train` on an /opt/ml tree only root may write.
 Data and job dirs are mounted from the host; the image runs as its own (non-root) user.
@@ -191,6 +192,8 @@ def smoke(container: ImageRunner, root_image: str | None) -> None:
            and counts["errors_by_reason"] == {"not_an_image": 1},
            f"batch_predict wrote 12 results with class names and named the text file ({counts})", batch)
 
+    _serve(container, f"{job}/model")
+
     detected = _step("detection job", container.run([
         f"--training_data_path={records}/detection/train-*", f"--validation_data_path={records}/detection/validation-*",
         f"--job-dir={root}/jobs/detection", "--num_classes=1", "--resnet_depth=18", "--image_size=128,128",
@@ -204,6 +207,80 @@ def smoke(container: ImageRunner, root_image: str | None) -> None:
     _tune(container, records)
     if root_image:
         _sagemaker(container, root_image)
+
+
+# Run where the server runs (in its container, on its loopback): waits for the health route, then one request of
+# each kind; prints what came back as one JSON line.
+SERVE_CLIENT = r"""
+import base64, glob, json, sys, time, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+base, photos = "http://127.0.0.1:8080", sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:2]
+def call(path, body=None, content_type=None):
+    request = urllib.request.Request(base + path, data=body, headers={"Content-Type": content_type} if body else {})
+    try:
+        with opener.open(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+deadline = time.time() + 300
+while True:
+    try:
+        if call("/health")[0] == 200:
+            break
+    except OSError:
+        if time.time() > deadline:
+            raise
+        time.sleep(1)
+images = [open(path, "rb").read() for path in photos]
+instances = {"instances": [{"image_bytes": {"b64": base64.b64encode(i).decode()}, "key": str(n)} for n, i in enumerate(images)]}
+print(json.dumps({
+    "vertex_json": call("/predict", json.dumps(instances).encode(), "application/json"),
+    "sagemaker_jpeg": call("/invocations", images[0], "image/jpeg"),
+    "sagemaker_x_image": call("/invocations", images[1], "application/x-image"),
+    "ping": call("/ping"),
+    "not_an_image": call("/invocations", b"not a photo", "image/jpeg")}))
+"""
+
+
+def _serve(container: ImageRunner, model_dir: str) -> None:
+    """`IMAGE serve` with Vertex AI's variables (its routes beside SageMaker's): one request of each kind from inside
+    the container, then SIGTERM (`stop`): it must exit 0. --network=none: the loopback is all it needs."""
+    env = {"AIP_HTTP_PORT": "8080", "AIP_HEALTH_ROUTE": "/health", "AIP_PREDICT_ROUTE": "/predict"}
+    photos = f"{container.root}/inputs/validation/package"
+    started = time.time()
+    if container.engine:
+        name = f"smoke-serve-{os.getpid()}"
+        command = [container.engine, "run", "-d", "--name", name, "--network=none", "-v", f"{container.work}:{MOUNT}"]
+        for key, value in env.items():
+            command += ["-e", f"{key}={value}"]
+        subprocess.run([*command, container.image, "serve", f"--model_dir={model_dir}"], check=True,
+                       capture_output=True, text=True)
+        try:
+            answered = subprocess.run([container.engine, "exec", name, "python", "-c", SERVE_CLIENT, photos],
+                                      capture_output=True, text=True, timeout=600)
+            subprocess.run([container.engine, "stop", "--time=60", name], capture_output=True, timeout=120)
+            exit_code = subprocess.run([container.engine, "inspect", "--format", "{{.State.ExitCode}}", name],
+                                       capture_output=True, text=True).stdout.strip()
+            log = subprocess.run([container.engine, "logs", name], capture_output=True, text=True)
+            answered.stderr += f"\n--- server log:\n{log.stdout}{log.stderr}"
+        finally:
+            subprocess.run([container.engine, "rm", "--force", name], capture_output=True)
+    else:
+        server = subprocess.Popen(["python", "/app/entrypoint.py", "serve", f"--model_dir={model_dir}"], cwd="/app",
+                                  env={**os.environ, **env})
+        answered = subprocess.run(["python", "-c", SERVE_CLIENT, photos], capture_output=True, text=True, timeout=600)
+        server.terminate()
+        exit_code = str(server.wait(timeout=120))
+    answered.seconds = time.time() - started
+    _step("serve: Vertex and SageMaker requests", answered)
+    got = json.loads(answered.stdout.strip().splitlines()[-1])
+    vertex, jpeg, x_image = got["vertex_json"], got["sagemaker_jpeg"], got["sagemaker_x_image"]
+    _check(vertex[0] == 200 and [p["key"] for p in vertex[1]["predictions"]] == ["0", "1"]
+           and all(p["predictions"][0]["name"] in CLASSES for p in vertex[1]["predictions"])
+           and jpeg[0] == 200 and jpeg[1]["predictions"][0]["predictions"][0]["name"] in CLASSES
+           and x_image[0] == 200 and got["ping"][0] == 200 and got["not_an_image"][0] == 400,
+           f"serve answered each request as documented ({answered.stdout.strip()[-800:]})", answered)
+    _check(exit_code == "0", f"serve exited {exit_code} on SIGTERM, not 0", answered)
 
 
 def _tune(container: ImageRunner, records: str) -> None:

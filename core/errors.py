@@ -30,6 +30,17 @@ def first_line(error: Exception) -> str:
     return ((getattr(error, "message", None) or str(error)).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
+def op_error_reason(error: Exception) -> str:
+    """What a TensorFlow op error says went wrong, without its framing ("Graph execution error:", where the
+    node was defined, "[[{{node ...}}]]"), at most 200 characters."""
+    framing = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File \"")
+    for line in (getattr(error, "message", None) or str(error)).splitlines():
+        line = line.strip()
+        if line and not line.startswith(framing) and not line.endswith("(most recent call last):"):
+            return line[:200]
+    return first_line(error)
+
+
 def last_line(error: Exception) -> str:
     """The root cause of a (Beam-wrapped) error: its message's last non-empty line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]

@@ -8,6 +8,7 @@ google_cloud  AI Platform Training and Vertex AI (TF_CONFIG, CLOUD_ML_*, AIP_*, 
 sagemaker     SageMaker's `IMAGE train`: /opt/ml (hyperparameters, channels, hosts) and its failure file
 resnet_main   the TPU ResNet trainer's command line: its flags as aliases of ours
 hypertune     the tuning metric, through cloudml-hypertune
+serving       `IMAGE serve` on Vertex AI (AIP_STORAGE_URI, AIP_HTTP_PORT, AIP_*_ROUTE) and SageMaker (/opt/ml/model)
 """
 
 import dataclasses

@@ -269,6 +269,64 @@ def test_batch_predict_writes_boxes_in_each_images_pixels_in_every_input_format(
     assert all(line["image_size"] == [128, 128] for line in predicted.values())
 
 
+def test_serve_answers_boxes_in_each_images_pixels_on_vertex_and_on_sagemaker(trained_detector, digit_detection,
+                                                                            tmp_path):
+    """`serve` started as Vertex AI starts it (AIP_* variables, JSON instances of `encoded_image`) and as SageMaker
+    does (/opt/ml/model/1, raw images on /invocations): the signature's boxes, in each image's own pixels."""
+    import base64
+    import shutil
+
+    from tests.test_serve import call, free_port, running_server
+
+    scenes = _validation_scenes(digit_detection, 3)
+    canvases = [(272, 256), (256, 300), (300, 256)]
+    encoded = []
+    for (image, _, _), (height, width) in zip(scenes, canvases):
+        canvas = np.full((height, width, 3), 128, np.uint8)
+        canvas[:256, :256] = np.asarray(Image.fromarray(image).resize((256, 256), Image.BILINEAR))
+        encoded.append(_encode(canvas, "JPEG"))
+    serve = _signature(trained_detector["model_dir"])
+    direct = serve(encoded_image=tf.constant(encoded), key=tf.constant([b""] * 3))
+
+    def assert_signatures_boxes(line, i):
+        height, width = canvases[i]
+        assert line["image_size"] == [height, width]
+        count = int(direct["num_detections"][i])
+        kept = [j for j in range(count) if direct["detection_scores"][i][j] >= 0.1]
+        assert len(line["predictions"]) == len(kept) > 0
+        scale = np.array([height, width, height, width], np.float32)
+        for prediction, j in zip(line["predictions"], kept):
+            np.testing.assert_allclose(prediction["box"], direct["detection_boxes"][i][j].numpy() * scale, atol=0.05)
+            np.testing.assert_allclose(prediction["box_normalized"], direct["detection_boxes"][i][j].numpy(),
+                                       atol=1e-4)
+            assert prediction["label"] == int(direct["detection_classes"][i][j])
+            assert prediction["name"] == str(prediction["label"] - 1)
+
+    port = free_port()
+    base, route = f"http://127.0.0.1:{port}", "/v1/endpoints/7/deployedModels/8"
+    env = {"AIP_STORAGE_URI": trained_detector["model_dir"], "AIP_HTTP_PORT": str(port),
+           "AIP_HEALTH_ROUTE": route, "AIP_PREDICT_ROUTE": f"{route}:predict"}
+    body = {"instances": [{"encoded_image": {"b64": base64.b64encode(e).decode()}, "key": f"scene-{i}"}
+                          for i, e in enumerate(encoded)], "parameters": {"confidenceThreshold": 0.1}}
+    with running_server([], env, f"{base}{route}", tmp_path / "vertex.log"):
+        status, answer = call(f"{base}{route}:predict", json.dumps(body).encode(), "application/json")
+        assert status == 200 and [line["key"] for line in answer["predictions"]] == ["scene-0", "scene-1", "scene-2"]
+        for i, line in enumerate(answer["predictions"]):
+            assert_signatures_boxes(line, i)
+
+    root = tmp_path / "ml"
+    shutil.copytree(trained_detector["model_dir"], root / "model" / "1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"SAGEMAKER_BASE_DIR": str(root), "SAGEMAKER_BIND_TO_PORT": str(port), "SERVE_MIN_SCORE": "0.1"}
+    with running_server([], env, f"{base}/ping", tmp_path / "sagemaker.log"):
+        assert call(f"{base}/ping")[1]["task"] == "detection"
+        for i, content in enumerate(encoded):
+            status, answer = call(f"{base}/invocations", content, "image/jpeg")
+            assert status == 200
+            assert_signatures_boxes(answer["predictions"][0], i)
+
+
 def test_report_has_the_precision_recall_curve_and_drawn_predictions(trained_detector):
     report = os.path.join(trained_detector["job_dir"], "report")
     for name in ("metrics.csv", "curves.png", "precision_recall.png", "predictions.png", "report.html",

@@ -186,6 +186,41 @@ def test_batch_predict_reads_a_gs_model_list_and_images_and_writes_its_output_to
     assert missing["input"] == listed[3]
 
 
+def test_serve_as_vertex_ai_starts_it_copies_the_gs_model_and_answers_on_the_aip_routes(gcs, gcs_job, tmp_path):
+    """Vertex AI's custom-container contract: no arguments, the model at AIP_STORAGE_URI (gs://, copied at start),
+    the port and routes from AIP_HTTP_PORT, AIP_HEALTH_ROUTE and AIP_PREDICT_ROUTE."""
+    import base64
+    import json
+
+    import tensorflow as tf
+
+    from tests.test_serve import call, free_port, running_server
+
+    bucket = gcs.client().bucket(BUCKET)
+    local = tmp_path / "validation.tfrecord"
+    bucket.blob("data/validation-00000-of-00001").download_to_filename(str(local))
+    images = [tf.train.Example.FromString(raw.numpy()).features.feature["image/encoded"].bytes_list.value[0]
+              for raw in tf.data.TFRecordDataset(str(local)).take(3)]
+    port = free_port()
+    route = "/v1/endpoints/123/deployedModels/456"
+    env = {**gcs.env, "AIP_STORAGE_URI": f"gs://{BUCKET}/jobs/one/model", "AIP_HTTP_PORT": str(port),
+           "AIP_HEALTH_ROUTE": route, "AIP_PREDICT_ROUTE": f"{route}:predict"}
+    base = f"http://127.0.0.1:{port}"
+    body = json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}, "key": f"digit-{i}"}
+                                     for i, image in enumerate(images)], "parameters": {"top_k": 10}}).encode()
+    with running_server([], env, f"{base}{route}", tmp_path / "serve.log"):
+        status, answer = call(f"{base}{route}:predict", body, "application/json")
+        assert status == 200 and [line["key"] for line in answer["predictions"]] == ["digit-0", "digit-1", "digit-2"]
+        for line in answer["predictions"]:
+            scores = [p["score"] for p in line["predictions"]]
+            assert len(scores) == 10 and scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-3)
+            assert sorted(p["label"] for p in line["predictions"]) == list(range(1, 11))
+        # SageMaker's routes answer too, the same.
+        assert call(f"{base}/invocations", body, "application/json") == (200, answer)
+        assert call(f"{base}/ping")[0] == 200
+    assert f"from gs://{BUCKET}/jobs/one/model" in (tmp_path / "serve.log").read_text()
+
+
 def test_one_process_per_trial_holds_the_gcs_job_lock(gcs, monkeypatch):
     """The lock is a generation-matched create: a second holder is refused naming the first, a stale one
     (no heartbeat) is taken over atomically, and release removes only our own lock."""
