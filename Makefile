@@ -74,6 +74,7 @@ bench: venv
 	$(PY) bench/determinism_bench.py
 	$(PY) bench/accuracy_bench.py
 	$(PY) bench/batch_predict_bench.py
+	$(PY) bench/serve_bench.py
 
 lint: venv
 	$(VENV)/bin/hadolint Dockerfile

@@ -16,6 +16,7 @@ Each side is its own process on this machine, one after the other:
   than 200 with the photo's predictions. The clients' own CPU time comes out of the same cores.
 
     python bench/serve_bench.py [--images=512 --image_size=128 --seconds=30 --clients=1,8,32 --kinds=classifier,detector]
+    python bench/serve_bench.py --kinds=classifier --model_dir=JOB_DIR/model   (an exported model of yours)
 """
 
 import argparse
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="classifier,detector")
     parser.add_argument("--cache_dir", default=os.path.expanduser("~/.cache/converter_bench"))
     parser.add_argument("--serve_args", default="", help="more flags for serve (default: its defaults)")
+    parser.add_argument("--model_dir", help="serve this exported model instead of training one (one kind)")
     args = parser.parse_args()
 
     import batch_predict_bench
@@ -163,8 +165,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="serve_bench-") as scratch:
         for kind in args.kinds.split(","):
-            model_dir = batch_predict_bench.train_model(kind, os.path.join(scratch, "data"),
-                                                        os.path.join(scratch, f"job-{kind}"), args.image_size)
+            model_dir = args.model_dir or batch_predict_bench.train_model(
+                kind, os.path.join(scratch, "data"), os.path.join(scratch, f"job-{kind}"), args.image_size)
             limit = subprocess.run([sys.executable, "-c", LIMIT_SCRIPT, model_dir, pattern,
                                     str(min(args.seconds, 20)), ",".join(map(str, levels))],
                                    capture_output=True, text=True, check=True, cwd=REPO)

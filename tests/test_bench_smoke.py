@@ -111,3 +111,17 @@ def test_accuracy_bench_builds_real_photo_sets_trains_both_sides_and_prints_the_
     (ymin, xmin, ymax, xmax), label = scene["boxes"][0], scene["labels"][0]
     first = [float(v) for v in open(tmp_path / "yolo" / "labels" / "000000.txt").readline().split()]
     np.testing.assert_allclose(first, [label - 1, (xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin], atol=1e-5)
+
+
+def test_serve_bench_loads_a_real_server_and_prints_every_level(trained_job, tmp_path):
+    """bench/serve_bench.py end to end on tiny settings, on the trained classifier: the limit measured, `serve`
+    started and loaded by 1 then 4 keep-alive clients; every request answered."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "serve_bench.py"), "--images=16",
+                             "--seconds=1", "--clients=1,4", "--kinds=classifier",
+                             f"--model_dir={trained_job['model_dir']}",
+                             f"--cache_dir={tmp_path / 'bench-cache'}"], capture_output=True, text=True, timeout=600,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| classifier |")]
+    assert [row[2].strip() for row in rows] == ["1", "4"], result.stdout
+    assert all(row[6].strip() == "0" and float(row[3]) > 0 for row in rows), result.stdout

@@ -246,14 +246,19 @@ def test_sigterm_answers_the_requests_in_flight_then_exits_0(trained_job, digit_
     assert "serve: stopped" in log and "Traceback" not in log
 
 
-def test_a_folder_without_a_model_stops_in_one_line_naming_what_named_it(tmp_path):
+def test_a_folder_without_a_model_stops_in_one_line_naming_what_named_it(tmp_path, monkeypatch, capsys):
+    from client import serve
+
     (tmp_path / "job" / "model").mkdir(parents=True)
     for args, env, message in (([f"--model_dir={tmp_path / 'job'}"], {}, f"({tmp_path / 'job'}/model?)"),
                                ([], {"AIP_STORAGE_URI": str(tmp_path / "gone")}, "AIP_STORAGE_URI: "),
-                               ([], {"SAGEMAKER_BASE_DIR": str(tmp_path)}, "SageMaker's model folder")):
-        env = {**{k: v for k, v in os.environ.items() if k not in PLATFORM_VARIABLES}, **env}
-        result = subprocess.run([sys.executable, os.path.join(REPO, "entrypoint.py"), "serve", *args], cwd=REPO,
-                                env=env, capture_output=True, text=True, timeout=120)
-        errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
-        assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-        assert "Traceback" not in result.stderr
+                               ([], {"SAGEMAKER_BASE_DIR": str(tmp_path)}, "SageMaker's model folder"),
+                               ([f"--model_dir={tmp_path}"], {"SERVE_TOP_K": "many"}, "SERVE_TOP_K=many")):
+        for name in PLATFORM_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert serve.main(args) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR")]
+        assert len(errors) == 1 and message in errors[0], errors
+        monkeypatch.delenv("SERVE_TOP_K", raising=False)
