@@ -19,9 +19,9 @@ detector's boxes {"box" [ymin, xmin, ymax, xmax] in the image's pixels, "box_nor
 
 Bad input is the client's: a 4xx with {"error": "one line"}, and the server goes on (400 not JSON / not an
 instance / not an image / not decodable / too many pixels; 413 a body over --max_request_bytes; 415 another
-Content-Type; 404, 405). Requests that arrive together are served by one call of the model (up to
---max_batch_size images); an image the model cannot decode is then served alone, so the others still succeed.
-SIGTERM (and Ctrl-C): the port closes, requests in flight are answered, then the process exits 0.
+Content-Type; 404, 405), and 503 past --max_connections. Requests that arrive together are served by one call of
+the model (up to --max_batch_size images); an image the model cannot decode is then served alone, so the others
+still succeed. SIGTERM (and Ctrl-C): the port closes, requests in flight are answered, then the process exits 0.
 """
 
 import asyncio
@@ -73,6 +73,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                          flag_values=fv)
     flags.DEFINE_float("min_score", 0.0, "Lowest detection score answered (detectors), unless the request asks "
                        "otherwise.", flag_values=fv)
+    flags.DEFINE_integer("max_connections", 512, "Open connections (and requests in flight) beyond this get 503 at "
+                         "once: a flood fills no memory.", flag_values=fv)
     flags.DEFINE_float("graceful_shutdown_s", 30.0, "After SIGTERM, how long requests in flight may take.",
                        flag_values=fv)
     flags.DEFINE_bool("access_log", False, "Log every request.", flag_values=fv)
@@ -390,6 +392,7 @@ def make_server(app, host: str, port: int, settings: dict):
 
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=settings["access_log"],
                             timeout_graceful_shutdown=settings["graceful_shutdown_s"],
+                            limit_concurrency=settings["max_connections"],
                             timeout_keep_alive=75,  # past load balancers' 60 s idle timeout: they close first
                             server_header=False)
     return Server(config)
@@ -411,7 +414,7 @@ def main(argv: list[str]) -> int:
             except flags.Error as error:
                 raise UserInputError(f"{serving.FLAG_VARIABLE_PREFIX}{name.upper()}={text}: {error}") from None
         fv(["serve", *argv])
-        for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "top_k"):
+        for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "top_k", "max_connections"):
             if fv[name].value < 1:
                 raise UserInputError(f"--{name}={fv[name].value} must be at least 1")
         if not 0.0 <= fv.min_score <= 1.0:

@@ -119,7 +119,8 @@ def test_sagemaker_starts_serve_bare_and_gets_the_highest_version_on_ping_and_in
     (root / "model" / "9" / "saved_model.pb").write_bytes(b"not a model")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"SAGEMAKER_BASE_DIR": str(root), "SAGEMAKER_BIND_TO_PORT": str(port), "SERVE_TOP_K": "3"}
+    env = {"SAGEMAKER_BASE_DIR": str(root), "SAGEMAKER_BIND_TO_PORT": str(port), "SERVE_TOP_K": "3",
+           "SERVE_MAX_CONNECTIONS": "4"}
     with running_server([], env, f"{base}/ping", tmp_path / "serve.log"):
         status, health = call(f"{base}/ping")
         assert status == 200 and health["task"] == "classification" and health["classes"] == 10
@@ -152,6 +153,17 @@ def test_sagemaker_starts_serve_bare_and_gets_the_highest_version_on_ping_and_in
 
         status, parameters = call(f"{base}/execution-parameters")
         assert status == 200 and parameters["BatchStrategy"] == "SINGLE_RECORD"
+
+        # SERVE_MAX_CONNECTIONS=4: a fifth connection is turned away at once, and served again once they close.
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        time.sleep(0.5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            DIRECT.open(f"{base}/ping", timeout=30)
+        assert refused.value.code == 503
+        for connection in idle:
+            connection.close()
+        time.sleep(0.5)
+        assert call(f"{base}/ping")[0] == 200
     assert "from " + str(root / "model" / "10") in (tmp_path / "serve.log").read_text()
 
 
