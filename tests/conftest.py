@@ -37,11 +37,16 @@ def digit_detection(tmp_path_factory):
                                  num_validation=60)
 
 
-def refusing_address() -> str:
-    """host:port of a local port nothing listens on: a connection there is refused at once, online or not."""
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+        return probe.getsockname()[1]
+
+
+def refusing_address() -> str:
+    """host:port of a local port nothing listens on: a connection there is refused at once, online or not."""
+    return f"127.0.0.1:{free_port()}"
 
 
 def run_entrypoint(args, env_extra=None, timeout=300):

@@ -25,13 +25,9 @@ from cryptography.x509.oid import NameOID
 from gcp_storage_emulator.handlers import objects as emulator_objects
 from gcp_storage_emulator.server import create_server
 
+from tests.conftest import free_port
+
 GOOGLE_HOSTS = ("www.googleapis.com", "storage.googleapis.com", "oauth2.googleapis.com")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _patch_empty_media_uploads():
@@ -256,7 +252,7 @@ class FakeGcs:
     def __init__(self, workdir: str):
         _patch_empty_media_uploads()
         _patch_generation_preconditions()
-        self.emulator_port = _free_port()
+        self.emulator_port = free_port()
         self.server = create_server("127.0.0.1", self.emulator_port, in_memory=True)
         self.server.start()
         self.ca_path, cert_path, key_path = _write_test_certificates(workdir)

@@ -276,7 +276,8 @@ def test_serve_answers_boxes_in_each_images_pixels_on_vertex_and_on_sagemaker(tr
     import base64
     import shutil
 
-    from tests.test_serve import call, free_port, running_server
+    from tests.conftest import free_port
+    from tests.test_serve import call, running_server
 
     scenes = _validation_scenes(digit_detection, 3)
     canvases = [(272, 256), (256, 300), (300, 256)]

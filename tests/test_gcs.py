@@ -194,7 +194,8 @@ def test_serve_as_vertex_ai_starts_it_copies_the_gs_model_and_answers_on_the_aip
 
     import tensorflow as tf
 
-    from tests.test_serve import call, free_port, running_server
+    from tests.conftest import free_port
+    from tests.test_serve import call, running_server
 
     bucket = gcs.client().bucket(BUCKET)
     local = tmp_path / "validation.tfrecord"
