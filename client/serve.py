@@ -199,17 +199,22 @@ def options_of(parameters: dict, defaults: dict) -> dict:
     return options
 
 
+def refused(failures: list, count: int) -> BadRequest:
+    """The 400 of a request whose instances (`count` of them) include these (index, Failure): the first one, named
+    by its place and key."""
+    index, failed = failures[0]
+    where = f"instance {index} (key {failed.input!r})" if count > 1 else "the image"
+    return BadRequest(400, f"{where}: {failed.error}")
+
+
 def checked(images: list, max_pixels: int) -> list[Instance]:
     """Each image's header checked (format, pixels) before anything is decoded; the first bad one is the
     request's error."""
-    instances = []
-    for index, (key, content) in enumerate(images):
-        result = check_image(key, content, max_pixels)
-        if isinstance(result, Failure):
-            where = f"instance {index} (key {key!r})" if len(images) > 1 else "the image"
-            raise BadRequest(400, f"{where}: {result.error}")
-        instances.append(result)
-    return instances
+    results = [check_image(key, content, max_pixels) for key, content in images]
+    failures = [(index, result) for index, result in enumerate(results) if isinstance(result, Failure)]
+    if failures:
+        raise refused(failures, len(images))
+    return results
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -335,11 +340,9 @@ def make_app(model: ServedModel, routes, settings: dict):
             instances = checked(images, settings["max_image_pixels"])
             rows = await batcher.rows(instances)
             answers = [model.result(instance, row, options) for instance, row in zip(instances, rows)]
-            failed = [(index, a) for index, a in enumerate(answers) if isinstance(a, Failure)]
-            if failed:
-                index, answer = failed[0]
-                where = f"instance {index} (key {answer.input!r})" if len(answers) > 1 else "the image"
-                raise BadRequest(400, f"{where}: {answer.error}")
+            failures = [(index, answer) for index, answer in enumerate(answers) if isinstance(answer, Failure)]
+            if failures:
+                raise refused(failures, len(answers))
         except BadRequest as bad:
             return error(bad.status, str(bad), close=bad.status == 413)
         except Exception as failure:  # noqa: BLE001 - the server's fault, said in one line; it goes on serving

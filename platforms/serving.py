@@ -41,7 +41,7 @@ def placement(model_dir: str | None, port: int | None, env=None) -> ServingPlace
         source, named_by = env["AIP_STORAGE_URI"], "AIP_STORAGE_URI"
     else:
         source = f"{sagemaker.base_dir()}/model"
-        named_by = f"SageMaker's model folder (no --model_dir, no AIP_STORAGE_URI)"
+        named_by = "SageMaker's model folder (no --model_dir, no AIP_STORAGE_URI)"
     if port is None:
         port = int(env.get("AIP_HTTP_PORT") or env.get("SAGEMAKER_BIND_TO_PORT") or DEFAULT_PORT)
     health = [SAGEMAKER_HEALTH_ROUTE, env.get("AIP_HEALTH_ROUTE")]
