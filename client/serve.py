@@ -248,6 +248,7 @@ class Batcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.calls = self.images = 0
+        self.held = None  # a request that did not fit the last call: first in the next one
 
     async def rows(self, instances: list[Instance]) -> list:
         future = asyncio.get_running_loop().create_future()
@@ -256,7 +257,8 @@ class Batcher:
 
     async def _next_batch(self) -> list:
         loop = asyncio.get_running_loop()
-        batch = [await self.queue.get()]
+        batch = [self.held or await self.queue.get()]
+        self.held = None
         size = len(batch[0][0])
         deadline = loop.time() + self.wait_s
         while size < self.max_batch_size:
@@ -270,7 +272,7 @@ class Batcher:
                 except TimeoutError:
                     break
             if size + len(item[0]) > self.max_batch_size:
-                self.queue.put_nowait(item)  # goes back to the end of the queue: next call
+                self.held = item
                 break
             batch.append(item)
             size += len(item[0])

@@ -25,16 +25,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 PLATFORM_VARIABLES = ("AIP_STORAGE_URI", "AIP_HTTP_PORT", "AIP_HEALTH_ROUTE", "AIP_PREDICT_ROUTE",
                       "SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_BASE_DIR")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # Straight to 127.0.0.1, whatever proxy the environment names.
@@ -226,6 +220,34 @@ def test_every_bad_input_gets_its_4xx_while_good_requests_beside_it_succeed(trai
         # Every good image and the cut JPEG reached the model, in fewer calls than images: requests were batched.
         assert served["images"] >= len(goods) + 1 and served["model_calls"] < served["images"], served
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def test_a_request_that_does_not_fit_the_call_leads_the_next_one(trained_job, digit_images):
+    """The batcher, in process on the real model (its calls recorded): requests of 20, 20 and 5 images with a batch
+    of 32 are served as [20] then [20 + 5], in their order of arrival, each answered with its own rows."""
+    import asyncio
+
+    from client.serve import Batcher
+    from client.served_model import ServedModel, check_image
+
+    model = ServedModel(trained_job["model_dir"])
+    calls, real_call = [], model.call
+    model.call = lambda keys, contents: calls.append([key[0] for key in keys]) or real_call(keys, contents)
+    jpeg = encode(digit_images[0], "JPEG")
+
+    async def three_requests():
+        batcher = Batcher(model, max_batch_size=32, wait_s=0.05)
+        serving = asyncio.create_task(batcher.run())
+        answers = await asyncio.gather(*(batcher.rows([check_image(f"{name}{i}", jpeg) for i in range(size)])
+                                         for name, size in (("a", 20), ("b", 20), ("c", 5))))
+        serving.cancel()
+        batcher.executor.shutdown(wait=True)
+        return answers
+
+    answers = asyncio.run(three_requests())
+    assert calls == [["a"] * 20, ["b"] * 20 + ["c"] * 5]
+    assert [len(rows) for rows in answers] == [20, 20, 5]
+    assert all(not isinstance(row, str) for rows in answers for row in rows)
 
 
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(trained_job, digit_images, tmp_path):
